@@ -1,0 +1,176 @@
+//! Cutting a file's contents into chunks as they stream in.
+//!
+//! A file of at most [`SINGLE_BLOCK_MAX`] bytes is one chunk. A larger file is cut by FastCDC
+//! (v2020, normalisation level 1) with [`CDC_MIN`]/[`CDC_AVG`]/[`CDC_MAX`]. A cut is only taken
+//! while at least [`CDC_MAX`] bytes are buffered (or at the end of the file), so the boundaries
+//! are exactly those of chunking the whole file at once, whatever sizes the input arrives in.
+
+use fastcdc::v2020::{Normalization, cut, select_masks};
+
+use crate::layout::{CDC_AVG, CDC_MAX, CDC_MIN, SINGLE_BLOCK_MAX};
+
+/// How many bytes are gathered before cutting: amortises moving the uncut tail to the front.
+const GATHER: usize = 4 * CDC_MAX;
+
+/// A streaming chunker for one file.
+pub struct Chunker {
+    buf: Vec<u8>,
+    start: usize,
+    single: bool,
+    masks: (u64, u64),
+}
+
+impl Chunker {
+    /// A chunker for a file of `size` bytes (the size decides single-block or FastCDC).
+    pub fn new(size: u64) -> Chunker {
+        let single = size <= SINGLE_BLOCK_MAX;
+        let capacity = if single { size as usize } else { 2 * GATHER };
+        Chunker {
+            buf: Vec::with_capacity(capacity),
+            start: 0,
+            single,
+            masks: select_masks(CDC_AVG, Normalization::Level1),
+        }
+    }
+
+    /// Resets for another file, keeping the buffer's allocation.
+    pub fn reset(&mut self, size: u64) {
+        self.buf.clear();
+        self.start = 0;
+        self.single = size <= SINGLE_BLOCK_MAX;
+        if !self.single {
+            self.buf.reserve(2 * GATHER);
+        }
+    }
+
+    /// Adds content; calls `emit` for every chunk that is complete.
+    pub fn push<E>(
+        &mut self,
+        mut data: &[u8],
+        mut emit: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if self.single {
+            self.buf.extend_from_slice(data);
+            return Ok(());
+        }
+        while !data.is_empty() {
+            // At most GATHER - 1 bytes stay uncut, so the buffer never exceeds 2 * GATHER.
+            let take = data.len().min(GATHER);
+            if self.start > 0 && self.buf.len() + take > self.buf.capacity() {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            while self.buf.len() - self.start >= GATHER {
+                let n = self.cut_len(&self.buf[self.start..]);
+                emit(&self.buf[self.start..self.start + n])?;
+                self.start += n;
+            }
+        }
+        Ok(())
+    }
+
+    /// Emits the remaining chunks at the end of the file.
+    pub fn finish<E>(&mut self, mut emit: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        if self.single {
+            emit(&self.buf)?;
+        } else {
+            while self.start < self.buf.len() {
+                let n = self.cut_len(&self.buf[self.start..]);
+                emit(&self.buf[self.start..self.start + n])?;
+                self.start += n;
+            }
+        }
+        self.buf.clear();
+        self.start = 0;
+        Ok(())
+    }
+
+    fn cut_len(&self, source: &[u8]) -> usize {
+        let (mask_s, mask_l) = self.masks;
+        let (_, n) = cut(
+            source,
+            CDC_MIN,
+            CDC_AVG,
+            CDC_MAX,
+            mask_s,
+            mask_l,
+            mask_s << 1,
+            mask_l << 1,
+        );
+        // `cut` returns the whole source when it is shorter than the minimum; never 0 for
+        // non-empty input.
+        n.clamp(1, source.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn chunks(data: &[u8], piece: usize) -> Vec<Vec<u8>> {
+        let mut c = Chunker::new(data.len() as u64);
+        let mut out = Vec::new();
+        for p in data.chunks(piece.max(1)) {
+            c.push::<()>(p, |ch| {
+                out.push(ch.to_vec());
+                Ok(())
+            })
+            .expect("push");
+        }
+        c.finish::<()>(|ch| {
+            out.push(ch.to_vec());
+            Ok(())
+        })
+        .expect("finish");
+        out
+    }
+
+    #[test]
+    fn boundaries_do_not_depend_on_input_pieces() {
+        let data = pseudo_random(9 * 1024 * 1024 + 12345, 7);
+        let whole = chunks(&data, data.len());
+        assert!(whole.len() > 10, "{} chunks", whole.len());
+        assert_eq!(whole.concat(), data);
+        for piece in [1usize << 10, 65_536, 1_000_003, 4 * 1024 * 1024 + 1] {
+            assert_eq!(chunks(&data, piece), whole, "piece size {piece}");
+        }
+        for c in &whole[..whole.len() - 1] {
+            assert!(c.len() >= CDC_MIN && c.len() <= CDC_MAX, "{}", c.len());
+        }
+    }
+
+    #[test]
+    fn small_files_are_one_chunk() {
+        for len in [0usize, 1, 4096, SINGLE_BLOCK_MAX as usize] {
+            let data = pseudo_random(len, 3);
+            let c = chunks(&data, 1000);
+            assert_eq!(c.len(), 1);
+            assert_eq!(c[0], data);
+        }
+    }
+
+    #[test]
+    fn an_edit_changes_few_chunks() {
+        let data = pseudo_random(8 * 1024 * 1024, 11);
+        let mut edited = data.clone();
+        edited[4 * 1024 * 1024] ^= 0xff;
+        let a = chunks(&data, 1 << 20);
+        let b = chunks(&edited, 1 << 20);
+        let shared = a.iter().filter(|c| b.contains(c)).count();
+        assert!(shared + 3 >= a.len(), "{shared} of {} shared", a.len());
+    }
+}
