@@ -1,1 +1,593 @@
-//! store-db
+//! The metadata database of package chain's store.
+//!
+//! SQLite through sqlx in WAL mode, schema in `migrations/`. It records which store paths are
+//! valid (NAR hash and size, the root CID of their DAG, deriver, signatures, content address),
+//! their references, derivation outputs, realisations, and which blocks every path uses, so the
+//! collector can tell live blocks from dead ones without reading any block.
+//!
+//! Concurrency: readers use a pool of connections and never wait for the writer (WAL). Writes go
+//! through one connection per process and run as `BEGIN IMMEDIATE` transactions; when another
+//! process holds the write lock, the transaction is retried until it gets it, so callers never
+//! see "database is busy".
+//!
+//! Invariant kept here: a path is registered together with all of its references being valid
+//! (or registered in the same transaction), and a registered path's row, references and block
+//! list appear in one commit or not at all.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use pkgchain_dag::Cid;
+use pkgchain_store_model::hash::{Hash, HashAlgo};
+use pkgchain_store_model::store_path::StorePath;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row};
+use thiserror::Error;
+use tracing::{debug, warn};
+
+/// Rows per multi-row statement when inserting block lists (SQLite allows 32766 parameters).
+const BLOCK_BATCH: usize = 400;
+
+/// Why a database operation failed.
+#[derive(Debug, Error)]
+pub enum DbError {
+    /// SQLite or sqlx failed.
+    #[error("metadata database: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// Applying the schema failed.
+    #[error("metadata database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value does not parse: the database was edited or damaged.
+    #[error("metadata database holds an invalid {what} for {path}: {detail}")]
+    Corrupt {
+        /// Which column.
+        what: &'static str,
+        /// Which path.
+        path: String,
+        /// Parse error.
+        detail: String,
+    },
+    /// Registering a path whose reference is not valid.
+    #[error("cannot register {path}: its reference {reference} is not valid")]
+    MissingReference {
+        /// The path being registered.
+        path: String,
+        /// The reference that is not valid.
+        reference: String,
+    },
+}
+
+/// What the store knows about one valid path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathInfo {
+    /// The path.
+    pub path: StorePath,
+    /// SHA-256 of its NAR serialisation.
+    pub nar_hash: Hash,
+    /// Size of the NAR serialisation.
+    pub nar_size: u64,
+    /// Root of the DAG holding its contents.
+    pub root: Cid,
+    /// The derivation that produced it, if known.
+    pub deriver: Option<StorePath>,
+    /// When it became valid (Unix seconds).
+    pub registration_time: i64,
+    /// Whether it was built here.
+    pub ultimate: bool,
+    /// Signatures, `keyname:base64`.
+    pub sigs: BTreeSet<String>,
+    /// Content address, if content-addressed.
+    pub ca: Option<String>,
+    /// Store paths it refers to (possibly itself).
+    pub references: BTreeSet<StorePath>,
+}
+
+/// A path to register together with the blocks its DAG consists of.
+#[derive(Debug, Clone)]
+pub struct NewPath {
+    /// The path's metadata.
+    pub info: PathInfo,
+    /// Every block of its DAG with its size; duplicates are allowed.
+    pub blocks: Vec<(Cid, u64)>,
+}
+
+/// Totals over the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Valid paths.
+    pub paths: u64,
+    /// Sum of their NAR sizes.
+    pub nar_bytes: u64,
+    /// Distinct blocks used by valid paths.
+    pub blocks: u64,
+    /// Sum of those blocks' sizes: the bytes the block store needs.
+    pub block_bytes: u64,
+    /// Block uses summed over paths (a block used by 3 paths counts 3 times).
+    pub block_uses: u64,
+}
+
+/// The database; cheap to clone (pools are shared).
+#[derive(Clone, Debug)]
+pub struct StoreDb {
+    readers: SqlitePool,
+    writer: SqlitePool,
+}
+
+fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), including extended codes.
+            let code = db.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(0);
+            matches!(code & 0xff, 5 | 6)
+        }
+        _ => false,
+    }
+}
+
+impl StoreDb {
+    /// Opens (creating and migrating if needed) the database at `file`.
+    pub async fn open(file: &Path) -> Result<StoreDb, DbError> {
+        let options = SqliteConnectOptions::new()
+            .filename(file)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("cache_size", "-16000");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .connect_with(options.clone())
+            .await?;
+        loop {
+            match sqlx::migrate!("./migrations").run(&writer).await {
+                Ok(()) => break,
+                Err(sqlx::migrate::MigrateError::Execute(e)) if is_busy(&e) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let readers = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(0)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(StoreDb { readers, writer })
+    }
+
+    /// Closes the pools.
+    pub async fn close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+
+    /// Registers paths in one transaction; all or none become valid.
+    ///
+    /// Every reference must be valid already or be one of `paths`. Re-registering a valid path
+    /// updates its metadata (signatures are merged) and keeps its id.
+    pub async fn register_paths(&self, paths: &[NewPath]) -> Result<(), DbError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.try_register(paths).await {
+                Err(DbError::Sql(e)) if is_busy(&e) => {
+                    attempt += 1;
+                    if attempt % 100 == 0 {
+                        warn!(attempt, "metadata database still locked by another process");
+                    }
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt.min(20))))
+                        .await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_register(&self, paths: &[NewPath]) -> Result<(), DbError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut ids: HashMap<&StorePath, i64> = HashMap::new();
+        for p in paths {
+            let i = &p.info;
+            let sigs = i.sigs.iter().cloned().collect::<Vec<_>>().join(" ");
+            let id: i64 = sqlx::query(
+                "INSERT INTO ValidPaths
+                   (path, nar_hash, nar_size, root_cid, deriver, registration_time, ultimate, sigs, ca)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT(path) DO UPDATE SET
+                   nar_hash = excluded.nar_hash, nar_size = excluded.nar_size,
+                   root_cid = excluded.root_cid,
+                   deriver = COALESCE(excluded.deriver, deriver),
+                   ultimate = excluded.ultimate OR ultimate,
+                   sigs = TRIM(sigs || ' ' || excluded.sigs),
+                   ca = COALESCE(excluded.ca, ca)
+                 RETURNING id",
+            )
+            .bind(i.path.base_name())
+            .bind(i.nar_hash.to_nix32_prefixed())
+            .bind(i.nar_size as i64)
+            .bind(i.root.to_bytes().as_slice())
+            .bind(i.deriver.as_ref().map(StorePath::base_name))
+            .bind(i.registration_time)
+            .bind(i.ultimate)
+            .bind(sigs)
+            .bind(i.ca.as_deref())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+            ids.insert(&i.path, id);
+            // A re-registration replaces the block list and references.
+            sqlx::query("DELETE FROM PathBlocks WHERE path = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM Refs WHERE referrer = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            insert_blocks(&mut tx, id, &p.blocks).await?;
+        }
+        for p in paths {
+            let referrer = ids[&p.info.path];
+            for r in &p.info.references {
+                let reference = match ids.get(r) {
+                    Some(&id) => id,
+                    None => sqlx::query("SELECT id FROM ValidPaths WHERE path = ?")
+                        .bind(r.base_name())
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|row| row.try_get::<i64, _>(0))
+                        .transpose()?
+                        .ok_or_else(|| DbError::MissingReference {
+                            path: p.info.path.to_string(),
+                            reference: r.to_string(),
+                        })?,
+                };
+                sqlx::query("INSERT OR IGNORE INTO Refs (referrer, reference) VALUES (?, ?)")
+                    .bind(referrer)
+                    .bind(reference)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        debug!(count = paths.len(), "registered paths");
+        Ok(())
+    }
+
+    /// Whether `path` is valid.
+    pub async fn is_valid(&self, path: &StorePath) -> Result<bool, DbError> {
+        Ok(sqlx::query("SELECT 1 FROM ValidPaths WHERE path = ?")
+            .bind(path.base_name())
+            .fetch_optional(&self.readers)
+            .await?
+            .is_some())
+    }
+
+    /// The root CID of a valid path given by base name (what the FUSE view looks up).
+    pub async fn root_of(&self, base_name: &str) -> Result<Option<Cid>, DbError> {
+        let row = sqlx::query("SELECT root_cid FROM ValidPaths WHERE path = ?")
+            .bind(base_name)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.map(|r| {
+            let bytes: Vec<u8> = r.try_get(0)?;
+            Cid::from_bytes(&bytes).map_err(|e| DbError::Corrupt {
+                what: "root CID",
+                path: base_name.to_owned(),
+                detail: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Everything known about a valid path.
+    pub async fn path_info(&self, path: &StorePath) -> Result<Option<PathInfo>, DbError> {
+        let Some(row) = sqlx::query(
+            "SELECT id, nar_hash, nar_size, root_cid, deriver, registration_time, ultimate, sigs, ca
+             FROM ValidPaths WHERE path = ?",
+        )
+        .bind(path.base_name())
+        .fetch_optional(&self.readers)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let id: i64 = row.try_get(0)?;
+        let corrupt = |what: &'static str, detail: String| DbError::Corrupt {
+            what,
+            path: path.to_string(),
+            detail,
+        };
+        let nar_hash: String = row.try_get(1)?;
+        let nar_hash = Hash::parse_any(&nar_hash, Some(HashAlgo::Sha256))
+            .map_err(|e| corrupt("NAR hash", e.to_string()))?;
+        let root: Vec<u8> = row.try_get(3)?;
+        let root = Cid::from_bytes(&root).map_err(|e| corrupt("root CID", e.to_string()))?;
+        let deriver: Option<String> = row.try_get(4)?;
+        let deriver = deriver
+            .map(|d| StorePath::from_base_name(&d))
+            .transpose()
+            .map_err(|e| corrupt("deriver", e.to_string()))?;
+        let sigs: String = row.try_get(7)?;
+        let references = sqlx::query(
+            "SELECT v.path FROM Refs r JOIN ValidPaths v ON v.id = r.reference WHERE r.referrer = ?",
+        )
+        .bind(id)
+        .fetch_all(&self.readers)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let p: String = r.try_get(0)?;
+            parse_stored_path(&p).map_err(|e| corrupt("reference", e))
+        })
+        .collect::<Result<BTreeSet<_>, DbError>>()?;
+        Ok(Some(PathInfo {
+            path: path.clone(),
+            nar_hash,
+            nar_size: row.try_get::<i64, _>(2)? as u64,
+            root,
+            deriver,
+            registration_time: row.try_get(5)?,
+            ultimate: row.try_get(6)?,
+            sigs: sigs.split_whitespace().map(str::to_owned).collect(),
+            ca: row.try_get(8)?,
+            references,
+        }))
+    }
+
+    /// All valid paths, sorted.
+    pub async fn all_paths(&self) -> Result<Vec<StorePath>, DbError> {
+        sqlx::query("SELECT path FROM ValidPaths ORDER BY path")
+            .fetch_all(&self.readers)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let p: String = r.try_get(0)?;
+                parse_stored_path(&p).map_err(|e| DbError::Corrupt {
+                    what: "path",
+                    path: p.clone(),
+                    detail: e,
+                })
+            })
+            .collect()
+    }
+
+    /// Valid paths with their root CIDs, sorted by path.
+    pub async fn all_roots(&self) -> Result<Vec<(String, Cid)>, DbError> {
+        sqlx::query("SELECT path, root_cid FROM ValidPaths ORDER BY path")
+            .fetch_all(&self.readers)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let p: String = r.try_get(0)?;
+                let c: Vec<u8> = r.try_get(1)?;
+                let cid = Cid::from_bytes(&c).map_err(|e| DbError::Corrupt {
+                    what: "root CID",
+                    path: p.clone(),
+                    detail: e.to_string(),
+                })?;
+                Ok((p, cid))
+            })
+            .collect()
+    }
+
+    /// Whether some valid path has this DAG root (for `/ipfs/store/<cid>`).
+    pub async fn has_root(&self, cid: &Cid) -> Result<bool, DbError> {
+        Ok(
+            sqlx::query("SELECT 1 FROM ValidPaths WHERE root_cid = ? LIMIT 1")
+                .bind(cid.to_bytes().as_slice())
+                .fetch_optional(&self.readers)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// The blocks a valid path uses, with sizes.
+    pub async fn path_blocks(&self, path: &StorePath) -> Result<Vec<(Cid, u64)>, DbError> {
+        sqlx::query(
+            "SELECT b.cid, b.size FROM PathBlocks pb
+               JOIN ValidPaths v ON v.id = pb.path
+               JOIN Blocks b ON b.id = pb.block
+             WHERE v.path = ?",
+        )
+        .bind(path.base_name())
+        .fetch_all(&self.readers)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let c: Vec<u8> = r.try_get(0)?;
+            let size: i64 = r.try_get(1)?;
+            let cid = Cid::from_bytes(&c).map_err(|e| DbError::Corrupt {
+                what: "block CID",
+                path: path.to_string(),
+                detail: e.to_string(),
+            })?;
+            Ok((cid, size as u64))
+        })
+        .collect()
+    }
+
+    /// Totals over the store.
+    pub async fn stats(&self) -> Result<Stats, DbError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM ValidPaths),
+                    (SELECT COALESCE(SUM(nar_size), 0) FROM ValidPaths),
+                    (SELECT COUNT(*) FROM Blocks b WHERE EXISTS
+                        (SELECT 1 FROM PathBlocks pb WHERE pb.block = b.id)),
+                    (SELECT COALESCE(SUM(size), 0) FROM Blocks b WHERE EXISTS
+                        (SELECT 1 FROM PathBlocks pb WHERE pb.block = b.id)),
+                    (SELECT COUNT(*) FROM PathBlocks)",
+        )
+        .fetch_one(&self.readers)
+        .await?;
+        let get = |i: usize| -> Result<u64, DbError> { Ok(row.try_get::<i64, _>(i)? as u64) };
+        Ok(Stats {
+            paths: get(0)?,
+            nar_bytes: get(1)?,
+            blocks: get(2)?,
+            block_bytes: get(3)?,
+            block_uses: get(4)?,
+        })
+    }
+}
+
+async fn insert_blocks(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    path_id: i64,
+    blocks: &[(Cid, u64)],
+) -> Result<(), DbError> {
+    let mut unique: Vec<&(Cid, u64)> = blocks.iter().collect();
+    unique.sort_unstable_by_key(|(c, _)| *c);
+    unique.dedup_by_key(|(c, _)| *c);
+    for batch in unique.chunks(BLOCK_BATCH) {
+        let values = vec!["(?, ?)"; batch.len()].join(", ");
+        let sql =
+            format!("INSERT INTO Blocks (cid, size) VALUES {values} ON CONFLICT(cid) DO NOTHING");
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (cid, size) in batch {
+            q = q.bind(cid.to_bytes().to_vec()).bind(*size as i64);
+        }
+        q.execute(&mut **tx).await?;
+        let marks = vec!["?"; batch.len()].join(", ");
+        let sql = format!(
+            "INSERT OR IGNORE INTO PathBlocks (path, block)
+             SELECT ?, id FROM Blocks WHERE cid IN ({marks})"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(path_id);
+        for (cid, _) in batch {
+            q = q.bind(cid.to_bytes().to_vec());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+fn parse_stored_path(s: &str) -> Result<StorePath, String> {
+    StorePath::from_base_name(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pkgchain_dag::Codec;
+
+    fn sp(name: &str, n: u8) -> StorePath {
+        StorePath::from_parts(&[n; 20], name).expect("store path")
+    }
+
+    fn new_path(path: StorePath, refs: &[&StorePath], blocks: &[&[u8]]) -> NewPath {
+        let blocks: Vec<(Cid, u64)> = blocks
+            .iter()
+            .map(|b| (Cid::of(Codec::Raw, b), b.len() as u64))
+            .collect();
+        NewPath {
+            info: PathInfo {
+                nar_hash: Hash::digest(HashAlgo::Sha256, path.base_name().as_bytes()),
+                nar_size: 1000,
+                root: blocks[0].0,
+                deriver: None,
+                registration_time: 1_700_000_000,
+                ultimate: true,
+                sigs: BTreeSet::from(["k:sig".to_owned()]),
+                ca: None,
+                references: refs.iter().map(|r| (*r).clone()).collect(),
+                path,
+            },
+            blocks,
+        }
+    }
+
+    #[tokio::test]
+    async fn register_and_query() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = StoreDb::open(&dir.path().join("db.sqlite"))
+            .await
+            .expect("open");
+        let a = sp("a", 1);
+        let b = sp("b", 2);
+        db.register_paths(&[
+            new_path(a.clone(), &[], &[b"x", b"y"]),
+            new_path(b.clone(), &[&a, &b], &[b"y", b"z", b"y"]),
+        ])
+        .await
+        .expect("register");
+        let info = db.path_info(&b).await.expect("query").expect("valid");
+        assert_eq!(info.references, BTreeSet::from([a.clone(), b.clone()]));
+        assert_eq!(info.root, Cid::of(Codec::Raw, b"y"));
+        assert!(db.is_valid(&a).await.expect("valid"));
+        assert!(!db.is_valid(&sp("c", 3)).await.expect("valid"));
+        assert_eq!(
+            db.root_of(a.base_name()).await.expect("root"),
+            Some(Cid::of(Codec::Raw, b"x"))
+        );
+        assert_eq!(
+            db.all_paths().await.expect("all"),
+            vec![a.clone(), b.clone()]
+        );
+        let stats = db.stats().await.expect("stats");
+        assert_eq!(
+            stats,
+            Stats {
+                paths: 2,
+                nar_bytes: 2000,
+                blocks: 3,
+                block_bytes: 3,
+                block_uses: 4
+            }
+        );
+        assert_eq!(db.path_blocks(&b).await.expect("blocks").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn missing_reference_registers_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = StoreDb::open(&dir.path().join("db.sqlite"))
+            .await
+            .expect("open");
+        let a = sp("a", 1);
+        let ghost = sp("ghost", 9);
+        let err = db
+            .register_paths(&[
+                new_path(a.clone(), &[], &[b"x"]),
+                new_path(sp("b", 2), &[&ghost], &[b"y"]),
+            ])
+            .await
+            .expect_err("must fail");
+        assert!(err.to_string().contains("is not valid"), "{err}");
+        assert!(
+            !db.is_valid(&a).await.expect("query"),
+            "half a transaction became valid"
+        );
+        assert_eq!(db.stats().await.expect("stats"), Stats::default());
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_on_one_file_never_see_busy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("db.sqlite");
+        // Two handles stand for two processes: separate connection pools on one file.
+        let first = StoreDb::open(&file).await.expect("open");
+        let second = StoreDb::open(&file).await.expect("open");
+        let mut tasks = Vec::new();
+        for (w, db) in [first.clone(), second.clone()].into_iter().enumerate() {
+            tasks.push(tokio::spawn(async move {
+                for i in 0..100u8 {
+                    let name = format!("p{w}-{i}");
+                    let blocks: Vec<Vec<u8>> = (0..50u8).map(|j| vec![w as u8, i, j]).collect();
+                    let refs: Vec<&[u8]> = blocks.iter().map(Vec::as_slice).collect();
+                    db.register_paths(&[new_path(sp(&name, i), &[], &refs)])
+                        .await
+                        .expect("register under contention");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        assert_eq!(first.stats().await.expect("stats").paths, 200);
+    }
+}
