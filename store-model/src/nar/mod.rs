@@ -16,13 +16,41 @@
 //! the archive (so a NAR embedded in a protocol stream can be followed by other data), and
 //! enforces [`NarLimits`]. [`NarWriter`] turns the same events back into bytes; a reader feeding
 //! a writer reproduces its input byte for byte.
+//!
+//! Beyond the grammar, the reader applies the checks of Nix 2.35's `parseDump`: padding must be
+//! zero, the `executable` marker must carry an empty string and come before `contents`, entry
+//! names must be valid (see [`check_entry_name`]; this includes refusing names that carry Nix's
+//! case-hack suffix `~nix~case~hack~`), symlink targets must be non-empty and free of NUL, and
+//! keyword tokens longer than [`MAX_TOKEN_LEN`] are refused before they are read.
 
-use std::io::{self, Read, Write};
+use std::io;
 
 use thiserror::Error;
 
+mod reader;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+pub use reader::NarReader;
+pub use writer::NarWriter;
+
 /// The first string of every NAR.
 pub const NAR_MAGIC: &[u8] = b"nix-archive-1";
+
+/// Longest keyword token (`(`, `type`, `directory`, ...) the reader accepts, in bytes; longer
+/// strings in a keyword position are refused before they are read. The longest real keyword,
+/// `executable`, has 10 bytes; Nix uses the same bound of 32.
+pub const MAX_TOKEN_LEN: usize = 32;
+
+/// The suffix Nix appends to case-colliding entry names on case-insensitive file systems.
+/// Nix refuses NAR entry names that contain it, on every platform.
+pub const CASE_HACK_SUFFIX: &[u8] = b"~nix~case~hack~";
+
+/// Size of the reader's buffer for file contents: [`NarEvent::FileChunk`]s are at most this
+/// long.
+pub const CHUNK_SIZE: usize = 256 * 1024;
 
 /// Bounds the reader enforces on untrusted input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,72 +116,314 @@ pub enum NarEvent<'a> {
     DirectoryEnd,
 }
 
-/// Why a NAR was rejected. Every variant that concerns the input carries the byte offset at
-/// which the problem was found.
+impl NarEvent<'_> {
+    /// A short name of the event's kind (`"File"`, `"FileChunk"`, ...), for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NarEvent::File { .. } => "File",
+            NarEvent::FileChunk(_) => "FileChunk",
+            NarEvent::FileEnd => "FileEnd",
+            NarEvent::Symlink { .. } => "Symlink",
+            NarEvent::DirectoryStart { .. } => "DirectoryStart",
+            NarEvent::DirectoryEnd => "DirectoryEnd",
+        }
+    }
+}
+
+/// Why a NAR was rejected, or why a [`NarWriter`] refused an event.
+///
+/// Every variant that concerns the input carries the byte offset at which the problem was
+/// found (for a keyword, name or target: where its length prefix starts). When a
+/// [`NarWriter`] reports a variant shared with the reader (an invalid name, unsorted entries,
+/// an invalid symlink target), the offset is the number of bytes written so far.
+/// Untrusted strings in messages are escaped and shortened.
 #[derive(Debug, Error)]
 pub enum NarError {
-    /// Reading the input failed.
+    /// Reading the input or writing the output failed.
     #[error("reading NAR: {0}")]
     Io(#[from] io::Error),
-    /// Placeholder until the reader is written.
-    #[error("NAR reader not implemented")]
-    Unimplemented,
+    /// The input ended inside the archive.
+    #[error("unexpected end of NAR while reading {what} (at byte {offset})")]
+    UnexpectedEof {
+        /// What was being read.
+        what: &'static str,
+        /// Where the input ended.
+        offset: u64,
+    },
+    /// The input does not start with [`NAR_MAGIC`].
+    #[error("input doesn't look like a Nix archive: expected 'nix-archive-1' (at byte {offset})")]
+    NotANar {
+        /// Where the magic was expected.
+        offset: u64,
+    },
+    /// A keyword other than the one the grammar requires.
+    #[error("bad archive: expected {expected}, got '{found}' (at byte {offset})")]
+    UnexpectedTag {
+        /// The keyword(s) the grammar allows here.
+        expected: &'static str,
+        /// What the archive holds instead (escaped, shortened).
+        found: String,
+        /// Where the string starts.
+        offset: u64,
+    },
+    /// A string in a keyword position is longer than [`MAX_TOKEN_LEN`]; it was not read.
+    #[error(
+        "bad archive: expected {expected}, got a string of {len} bytes (longer than any NAR keyword) (at byte {offset})"
+    )]
+    TagTooLong {
+        /// The keyword(s) the grammar allows here.
+        expected: &'static str,
+        /// The announced length.
+        len: u64,
+        /// Where the string starts.
+        offset: u64,
+    },
+    /// The node type is not `regular`, `symlink` or `directory`.
+    #[error("bad archive: unknown file type '{found}' (at byte {offset})")]
+    UnknownType {
+        /// The type found (escaped, shortened).
+        found: String,
+        /// Where the string starts.
+        offset: u64,
+    },
+    /// The string after `executable` is not empty.
+    #[error("bad archive: executable marker has non-empty value ({len} bytes) (at byte {offset})")]
+    ExecutableMarkerNotEmpty {
+        /// The announced length of the value.
+        len: u64,
+        /// Where the value starts.
+        offset: u64,
+    },
+    /// A padding byte is not zero.
+    #[error(
+        "bad archive: non-zero padding: NAR padding is not zero after {what} (at byte {offset})"
+    )]
+    NonZeroPadding {
+        /// What the padding follows.
+        what: &'static str,
+        /// Where the padding starts.
+        offset: u64,
+    },
+    /// A directory entry name that Nix refuses.
+    #[error("bad archive: NAR contains invalid file name '{name}': {reason} (at byte {offset})")]
+    InvalidName {
+        /// The name (escaped, shortened).
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+        /// Where the name starts.
+        offset: u64,
+    },
+    /// A directory entry name longer than [`NarLimits::max_name_len`]; it was not read.
+    #[error(
+        "bad archive: NAR entry name of {len} bytes exceeds the limit of {max} (at byte {offset})"
+    )]
+    NameTooLong {
+        /// The announced length.
+        len: u64,
+        /// The limit.
+        max: usize,
+        /// Where the name starts.
+        offset: u64,
+    },
+    /// A directory entry name not greater than the one before it.
+    #[error(
+        "bad archive: NAR directory entries not sorted: '{name}' after '{prev}' (at byte {offset})"
+    )]
+    NotSorted {
+        /// The entry name (escaped, shortened).
+        name: String,
+        /// The previous entry name (escaped, shortened).
+        prev: String,
+        /// Where the name starts.
+        offset: u64,
+    },
+    /// The same directory entry name twice in a row.
+    #[error(
+        "bad archive: NAR directory entries not sorted: duplicate entry '{name}' (at byte {offset})"
+    )]
+    DuplicateName {
+        /// The entry name (escaped, shortened).
+        name: String,
+        /// Where the second occurrence starts.
+        offset: u64,
+    },
+    /// A symlink target that Nix refuses (empty, or containing NUL).
+    #[error(
+        "bad archive: NAR contains invalid symlink target '{target}': {reason} (at byte {offset})"
+    )]
+    InvalidSymlinkTarget {
+        /// The target (escaped, shortened).
+        target: String,
+        /// What is wrong with it.
+        reason: &'static str,
+        /// Where the target starts.
+        offset: u64,
+    },
+    /// A symlink target longer than [`NarLimits::max_symlink_target_len`]; it was not read.
+    #[error(
+        "bad archive: NAR symlink target of {len} bytes exceeds the limit of {max} (at byte {offset})"
+    )]
+    SymlinkTargetTooLong {
+        /// The announced length.
+        len: u64,
+        /// The limit.
+        max: usize,
+        /// Where the target starts.
+        offset: u64,
+    },
+    /// A regular file larger than [`NarLimits::max_file_size`]; its contents were not read.
+    #[error("bad archive: NAR file of {size} bytes exceeds the limit of {max} (at byte {offset})")]
+    FileTooLarge {
+        /// The announced size.
+        size: u64,
+        /// The limit.
+        max: u64,
+        /// Where the size starts.
+        offset: u64,
+    },
+    /// Directories nested deeper than [`NarLimits::max_depth`].
+    #[error("bad archive: NAR directory nesting exceeds maximum depth of {max} (at byte {offset})")]
+    TooDeep {
+        /// The limit.
+        max: usize,
+        /// Where the entry that is too deep starts.
+        offset: u64,
+    },
+    /// More nodes than [`NarLimits::max_nodes`].
+    #[error("bad archive: NAR has more than {max} nodes (at byte {offset})")]
+    TooManyNodes {
+        /// The limit.
+        max: u64,
+        /// Where the node over the limit starts.
+        offset: u64,
+    },
+    /// [`NarReader::next_event`] was called again after it returned an error.
+    #[error("NAR reader used again after an error")]
+    ReaderFailed,
+    /// [`NarWriter::write_event`] got an event the NAR grammar does not allow at this point.
+    #[error("NAR writer: unexpected {event} event: expected {expected}")]
+    UnexpectedEvent {
+        /// The kind of event given ([`NarEvent::kind`]).
+        event: &'static str,
+        /// What was allowed instead.
+        expected: &'static str,
+    },
+    /// [`NarWriter`] got file chunks that do not add up to the announced size.
+    #[error("NAR writer: file announced as {size} bytes but {written} bytes were given")]
+    FileSizeMismatch {
+        /// The size of the `File` event.
+        size: u64,
+        /// The bytes given so far (including the chunk that overflowed).
+        written: u64,
+    },
+    /// [`NarWriter::finish`] was called before the root node was complete.
+    #[error("NAR writer: archive is incomplete: {0}")]
+    Incomplete(&'static str),
+    /// [`NarWriter::write_event`] was called again after writing failed.
+    #[error("NAR writer used again after a write error")]
+    WriterFailed,
 }
 
-/// Reads a NAR from `R` as a sequence of [`NarEvent`]s.
-pub struct NarReader<R> {
-    #[allow(dead_code)]
-    inner: R,
-    #[allow(dead_code)]
-    limits: NarLimits,
-}
-
-impl<R: Read> NarReader<R> {
-    /// A reader with the default limits.
-    pub fn new(inner: R) -> Self {
-        Self::with_limits(inner, NarLimits::default())
-    }
-
-    /// A reader with the given limits.
-    pub fn with_limits(inner: R, limits: NarLimits) -> Self {
-        NarReader { inner, limits }
-    }
-
-    /// The next event, or `None` once the root node is complete. After `None` or an error, the
-    /// reader must not be used again.
-    pub fn next_event(&mut self) -> Result<Option<NarEvent<'_>>, NarError> {
-        Err(NarError::Unimplemented)
-    }
-
-    /// Bytes consumed from the input so far.
-    pub fn bytes_read(&self) -> u64 {
-        0
-    }
-
-    /// The underlying reader, positioned just after the NAR once `next_event` returned `None`.
-    pub fn into_inner(self) -> R {
-        self.inner
+impl NarError {
+    /// The byte offset the error concerns, when it concerns a position in the archive.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            NarError::UnexpectedEof { offset, .. }
+            | NarError::NotANar { offset }
+            | NarError::UnexpectedTag { offset, .. }
+            | NarError::TagTooLong { offset, .. }
+            | NarError::UnknownType { offset, .. }
+            | NarError::ExecutableMarkerNotEmpty { offset, .. }
+            | NarError::NonZeroPadding { offset, .. }
+            | NarError::InvalidName { offset, .. }
+            | NarError::NameTooLong { offset, .. }
+            | NarError::NotSorted { offset, .. }
+            | NarError::DuplicateName { offset, .. }
+            | NarError::InvalidSymlinkTarget { offset, .. }
+            | NarError::SymlinkTargetTooLong { offset, .. }
+            | NarError::FileTooLarge { offset, .. }
+            | NarError::TooDeep { offset, .. }
+            | NarError::TooManyNodes { offset, .. } => Some(*offset),
+            NarError::Io(_)
+            | NarError::ReaderFailed
+            | NarError::UnexpectedEvent { .. }
+            | NarError::FileSizeMismatch { .. }
+            | NarError::Incomplete(_)
+            | NarError::WriterFailed => None,
+        }
     }
 }
 
-/// Writes [`NarEvent`]s as NAR bytes.
-pub struct NarWriter<W> {
-    inner: W,
+/// Checks a directory entry name as Nix's NAR parser does. On failure, says what is wrong.
+///
+/// A valid name is non-empty, is not `.` or `..`, contains neither `/` nor NUL, and does not
+/// contain [`CASE_HACK_SUFFIX`]. Length limits are not checked here (see
+/// [`NarLimits::max_name_len`]).
+pub fn check_entry_name(name: &[u8]) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("name is empty")
+    } else if name == b"." {
+        Err("'.' is not allowed")
+    } else if name == b".." {
+        Err("'..' is not allowed")
+    } else if memchr::memchr(b'/', name).is_some() {
+        Err("name contains '/'")
+    } else if memchr::memchr(0, name).is_some() {
+        Err("name contains a NUL byte")
+    } else if memchr::memmem::find(name, CASE_HACK_SUFFIX).is_some() {
+        Err("name contains the case-hack suffix '~nix~case~hack~'")
+    } else {
+        Ok(())
+    }
 }
 
-impl<W: Write> NarWriter<W> {
-    /// A writer; the magic is written with the first event.
-    pub fn new(inner: W) -> Self {
-        NarWriter { inner }
+/// Checks a symlink target as Nix's NAR parser does: non-empty and free of NUL bytes.
+pub fn check_symlink_target(target: &[u8]) -> Result<(), &'static str> {
+    if target.is_empty() {
+        Err("target is empty")
+    } else if memchr::memchr(0, target).is_some() {
+        Err("target contains a NUL byte")
+    } else {
+        Ok(())
     }
+}
 
-    /// Writes one event.
-    pub fn write_event(&mut self, _event: &NarEvent<'_>) -> Result<(), NarError> {
-        Err(NarError::Unimplemented)
-    }
+/// Number of zero bytes that follow a string of `len` bytes.
+pub(crate) fn padding_len(len: u64) -> usize {
+    // The result is below 8, so the cast is lossless.
+    ((8 - (len % 8)) % 8) as usize
+}
 
-    /// Checks that the root node is complete and returns the output.
-    pub fn finish(self) -> Result<W, NarError> {
-        Ok(self.inner)
+/// Renders untrusted bytes for an error message: valid UTF-8 stays readable, control
+/// characters, quotes and backslashes are escaped, other bytes become `\xNN`, and long input is
+/// cut after about 200 characters.
+pub(crate) fn escape_for_error(bytes: &[u8]) -> String {
+    const MAX: usize = 200;
+    let mut out = String::new();
+    let mut cut = false;
+    'outer: for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if out.len() >= MAX {
+                cut = true;
+                break 'outer;
+            }
+            if c.is_control() || c == '\'' || c == '\\' {
+                out.extend(c.escape_debug());
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            if out.len() >= MAX {
+                cut = true;
+                break 'outer;
+            }
+            out.push_str(&format!("\\x{b:02x}"));
+        }
     }
+    if cut {
+        out.push_str("...");
+    }
+    out
 }
