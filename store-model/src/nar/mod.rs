@@ -22,6 +22,34 @@
 //! names must be valid (see [`check_entry_name`]; this includes refusing names that carry Nix's
 //! case-hack suffix `~nix~case~hack~`), symlink targets must be non-empty and free of NUL, and
 //! keyword tokens longer than [`MAX_TOKEN_LEN`] are refused before they are read.
+//!
+//! ```
+//! use pkgchain_store_model::nar::{NarEvent, NarReader, NarWriter};
+//!
+//! // A NAR of a directory holding one file, as events.
+//! let mut writer = NarWriter::new(Vec::new());
+//! for event in [
+//!     NarEvent::DirectoryStart { name: None },
+//!     NarEvent::File { name: Some(b"hello"), executable: false, size: 6 },
+//!     NarEvent::FileChunk(b"hello\n"),
+//!     NarEvent::FileEnd,
+//!     NarEvent::DirectoryEnd,
+//! ] {
+//!     writer.write_event(&event)?;
+//! }
+//! let nar = writer.finish()?;
+//!
+//! // Read it back, followed by unrelated bytes that stay unread; copy it event by event.
+//! let input = [&nar[..], b"next message"].concat();
+//! let mut reader = NarReader::new(&input[..]);
+//! let mut copy = NarWriter::new(Vec::new());
+//! while let Some(event) = reader.next_event()? {
+//!     copy.write_event(&event)?;
+//! }
+//! assert_eq!(copy.finish()?, nar);
+//! assert_eq!(reader.into_inner(), b"next message");
+//! # Ok::<(), pkgchain_store_model::nar::NarError>(())
+//! ```
 
 use std::io;
 
