@@ -241,12 +241,10 @@ impl Hash {
                 encoding: "nix32",
             })?;
         } else if bytes.len() == size.div_ceil(3) * 4 {
-            let decoded = BASE64
-                .decode(bytes)
-                .map_err(|_| HashError::InvalidDigest {
-                    text: truncate_for_error(text),
-                    encoding: "base64",
-                })?;
+            let decoded = BASE64.decode(bytes).map_err(|_| HashError::InvalidDigest {
+                text: truncate_for_error(text),
+                encoding: "base64",
+            })?;
             if decoded.len() != size {
                 return Err(HashError::WrongLength {
                     text: truncate_for_error(text),
@@ -306,10 +304,12 @@ impl Hash {
 
     /// Parses an SRI hash (`sha256-...`) only.
     pub fn parse_sri(text: &str) -> Result<Hash, HashError> {
-        let (algo, rest) = text.split_once('-').ok_or_else(|| HashError::InvalidDigest {
-            text: truncate_for_error(text),
-            encoding: "SRI",
-        })?;
+        let (algo, rest) = text
+            .split_once('-')
+            .ok_or_else(|| HashError::InvalidDigest {
+                text: truncate_for_error(text),
+                encoding: "SRI",
+            })?;
         Hash::parse_sri_digest(HashAlgo::from_name(algo)?, rest, text)
     }
 
@@ -452,7 +452,10 @@ mod tests {
         ] {
             assert_eq!(Hash::parse_any(&text, None).expect(&text), h);
         }
-        assert_eq!(Hash::parse_any(hex, Some(HashAlgo::Sha256)).expect("bare"), h);
+        assert_eq!(
+            Hash::parse_any(hex, Some(HashAlgo::Sha256)).expect("bare"),
+            h
+        );
     }
 
     #[test]
@@ -473,7 +476,11 @@ mod tests {
         for (algo, hex) in cases {
             let h = Hash::digest(algo, b"abc");
             assert_eq!(h.encode(HashEncoding::Base16), hex, "{algo}");
-            for enc in [HashEncoding::Base16, HashEncoding::Nix32, HashEncoding::Base64] {
+            for enc in [
+                HashEncoding::Base16,
+                HashEncoding::Nix32,
+                HashEncoding::Base64,
+            ] {
                 let text = h.to_prefixed(enc);
                 assert_eq!(Hash::parse_prefixed(&text).expect(&text), h);
             }
@@ -503,7 +510,10 @@ mod tests {
             Err(HashError::InvalidDigest { .. })
         ));
         assert!(matches!(
-            Hash::parse_any("sha1:a9993e364706816aba3e25717850c26c9cd0d89d", Some(HashAlgo::Sha256)),
+            Hash::parse_any(
+                "sha1:a9993e364706816aba3e25717850c26c9cd0d89d",
+                Some(HashAlgo::Sha256)
+            ),
             Err(HashError::AlgorithmMismatch { .. })
         ));
         assert!(Hash::parse_sri("sha256-AAAA").is_err());

@@ -48,7 +48,9 @@ pub enum StorePathError {
         character: char,
     },
     /// The name is `.`/`..` or its first dash-separated component is.
-    #[error("store path name '{0}' is not valid: it must not be '.' or '..' or start with '.-' or '..-'")]
+    #[error(
+        "store path name '{0}' is not valid: it must not be '.' or '..' or start with '.-' or '..-'"
+    )]
     DotName(String),
     /// The absolute path has a component after the store path.
     #[error("path '{0}' is inside a store path, not a store path itself")]
@@ -106,15 +108,21 @@ impl StorePath {
     pub fn from_base_name(base_name: &str) -> Result<StorePath, StorePathError> {
         let bytes = base_name.as_bytes();
         if bytes.len() < HASH_PART_LEN + 2 {
-            return Err(StorePathError::TooShort(hash::truncate_for_error(base_name)));
+            return Err(StorePathError::TooShort(hash::truncate_for_error(
+                base_name,
+            )));
         }
         if !nixbase32::is_nix32(&bytes[..HASH_PART_LEN])
             || nixbase32::decode_fixed::<DIGEST_SIZE>(&bytes[..HASH_PART_LEN]).is_err()
         {
-            return Err(StorePathError::BadHashPart(hash::truncate_for_error(base_name)));
+            return Err(StorePathError::BadHashPart(hash::truncate_for_error(
+                base_name,
+            )));
         }
         if bytes[HASH_PART_LEN] != b'-' {
-            return Err(StorePathError::MissingDash(hash::truncate_for_error(base_name)));
+            return Err(StorePathError::MissingDash(hash::truncate_for_error(
+                base_name,
+            )));
         }
         validate_name(&base_name[HASH_PART_LEN + 1..])?;
         Ok(StorePath {
@@ -358,14 +366,35 @@ mod tests {
         let dir = StoreDir::default();
         let bad = [
             ("/nix/store/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q", "too short"),
-            ("/nix/store/e1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-foo", "invalid hash part"),
-            ("/nix/store/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q_foo", "missing '-'"),
-            ("/nix/store/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-fo o", "illegal character"),
-            ("/nix/store/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-..", "'.' or '..'"),
-            ("/nix/store/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-.-x", "'.' or '..'"),
+            (
+                "/nix/store/e1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-foo",
+                "invalid hash part",
+            ),
+            (
+                "/nix/store/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q_foo",
+                "missing '-'",
+            ),
+            (
+                "/nix/store/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-fo o",
+                "illegal character",
+            ),
+            (
+                "/nix/store/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-..",
+                "'.' or '..'",
+            ),
+            (
+                "/nix/store/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-.-x",
+                "'.' or '..'",
+            ),
             ("/nix/store/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-", "too short"),
-            ("/nix/stor/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-foo", "not in the Nix store"),
-            ("/nix/store/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-foo/bin", "inside a store path"),
+            (
+                "/nix/stor/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-foo",
+                "not in the Nix store",
+            ),
+            (
+                "/nix/store/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-foo/bin",
+                "inside a store path",
+            ),
         ];
         for (path, why) in bad {
             let err = dir.parse(path).expect_err(path).to_string();
@@ -416,7 +445,10 @@ mod tests {
                 false,
             )
             .expect("recursive sha1");
-        assert_eq!(recursive_sha1.base_name(), "s8yb2pkdb2cylk9vrjb1iqq01mpsf0xp-x");
+        assert_eq!(
+            recursive_sha1.base_name(),
+            "s8yb2pkdb2cylk9vrjb1iqq01mpsf0xp-x"
+        );
         let text = dir
             .make_text_path("t", &Hash::digest(HashAlgo::Sha256, b"text"), [])
             .expect("text");

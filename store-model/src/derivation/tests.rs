@@ -1,0 +1,1 @@
+//! Golden-vector and real-Nix tests.
