@@ -1,7 +1,7 @@
 //! Content addresses: how a store object's path follows from its contents.
 //!
 //! A [`ContentAddress`] is a [`ContentAddressMethod`] (how the contents were hashed) plus the
-//! [`Hash`]. Nix writes it in several forms, all handled here:
+//! [`Hash`](struct@Hash). Nix writes it in several forms, all handled here:
 //!
 //! * the database and narinfo form `text:sha256:<nix32>`, `fixed:r:sha256:<nix32>`,
 //!   `fixed:sha256:<nix32>`, `fixed:git:sha1:<nix32>` ([`ContentAddress::render`],

@@ -29,7 +29,7 @@
 //! * the path of a fixed output must be the one its content address gives (as in Nix's current
 //!   development version), because the printer recomputes it.
 //!
-//! [`parse_canonical`] additionally requires the input to be exactly what [`print`] produces,
+//! [`parse_canonical`] additionally requires the input to be exactly what [`print()`] produces,
 //! which holds for every `.drv` file Nix writes.
 //!
 //! The parser never recurses on its input (nested dynamic inputs use an explicit stack), never
@@ -150,7 +150,7 @@ pub enum AtermErrorKind {
     /// Bytes after the closing parenthesis.
     #[error("unexpected data after the end of the derivation")]
     TrailingData,
-    /// [`parse_canonical`]: the input is valid but not in the form [`print`] produces.
+    /// [`parse_canonical`]: the input is valid but not in the form [`print()`] produces.
     #[error("derivation is not in canonical form (printing it back differs here)")]
     NotCanonical,
 }
@@ -173,7 +173,7 @@ pub fn parse(input: &[u8], name: &str, store_dir: &StoreDir) -> Result<Derivatio
     parse_with_limits(input, name, store_dir, &ParseLimits::default())
 }
 
-/// Parses a `.drv` file and requires it to be exactly what [`print`] gives for the result.
+/// Parses a `.drv` file and requires it to be exactly what [`print()`] gives for the result.
 pub fn parse_canonical(
     input: &[u8],
     name: &str,

@@ -226,7 +226,8 @@ pub fn to_json(drv: &Derivation) -> Result<Value, DerivationError> {
 /// Parses the JSON form of a derivation (format version 4).
 ///
 /// `structuredAttrs`, if present, becomes the `__json` environment variable serialised with
-/// [`dump`]; an `env` that already has `__json` is rejected, as in Nix.
+/// [`dump`]. An `env.__json` is accepted when it is a JSON object and agrees with
+/// `structuredAttrs` (or there is none); its text is then kept as given.
 pub fn from_json(value: &Value) -> Result<Derivation, DerivationError> {
     let obj = value
         .as_object()
@@ -306,20 +307,27 @@ pub fn from_json(value: &Value) -> Result<Derivation, DerivationError> {
         .ok_or_else(|| err("env", "expected an object"))?;
     for (key, value) in env {
         let at = format!("env.{}", truncate_for_error(key));
-        if key == STRUCTURED_ATTRS_ENV {
-            return Err(err(&at, "'__json' is reserved; use 'structuredAttrs'"));
-        }
         let value = value
             .as_str()
             .ok_or_else(|| err(&at, "expected a string"))?;
         drv.env
             .insert(key.as_bytes().to_vec(), value.as_bytes().to_vec());
     }
+    let at = "env.__json";
+    let raw_attrs = drv.structured_attrs().map_err(|e| err(at, e.to_string()))?;
     if let Some(attrs) = obj.get("structuredAttrs") {
         if !attrs.is_object() {
             return Err(err("structuredAttrs", "expected an object"));
         }
-        drv.env_set(STRUCTURED_ATTRS_ENV, dump(attrs));
+        match raw_attrs {
+            // Both given (as in some Nix 2.35 test data): they must agree; the `.drv` keeps the
+            // text given in `env`.
+            Some(raw) if raw != *attrs => {
+                return Err(err(at, "disagrees with 'structuredAttrs'"));
+            }
+            Some(_) => {}
+            None => drv.env_set(STRUCTURED_ATTRS_ENV, dump(attrs)),
+        }
     }
     Ok(drv)
 }
