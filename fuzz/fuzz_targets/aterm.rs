@@ -3,7 +3,9 @@
 //! form must parse (also as canonical) to an equal derivation and print the same again, and the
 //! JSON form and the hashes must not panic (the JSON form must reach a fixpoint).
 use libfuzzer_sys::fuzz_target;
-use pkgchain_store_model::derivation::{Derivation, ParseLimits, aterm, hash_modulo, json};
+use pkgchain_store_model::derivation::{
+    Derivation, ParseLimits, aterm, hash_modulo, json, resolve,
+};
 use pkgchain_store_model::store_path::StoreDir;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let printed = aterm::print(&drv, &dir).expect("an accepted derivation prints");
     let again = aterm::parse(&printed, "fuzz", &dir).expect("the printed form parses");
-    assert_eq!(again, drv, "re-parsing the printed form gives the same derivation");
+    assert_eq!(
+        again, drv,
+        "re-parsing the printed form gives the same derivation"
+    );
     let canonical =
         aterm::parse_canonical(&printed, "fuzz", &dir).expect("the printed form is canonical");
     assert_eq!(canonical, drv);
@@ -41,4 +46,13 @@ fuzz_target!(|data: &[u8]| {
     let _ = hash_modulo::output_paths(&drv, &dir, |_| None);
     let mut filled = drv.clone();
     let _ = hash_modulo::fill_in_output_paths(&mut filled, &dir, |_| None);
+    // Resolution with every input output at one fixed path.
+    let out = pkgchain_store_model::store_path::StorePath::from_base_name(
+        "g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-out",
+    )
+    .expect("valid");
+    if let Ok(Some(resolved)) = resolve::try_resolve(&drv, &dir, |_, _| Some(out.clone())) {
+        assert!(resolved.input_drvs.is_empty());
+        aterm::print(&resolved, &dir).expect("a resolved derivation prints");
+    }
 });

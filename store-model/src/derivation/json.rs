@@ -223,7 +223,32 @@ pub fn to_json(drv: &Derivation) -> Result<Value, DerivationError> {
     Ok(Value::Object(res))
 }
 
-/// Parses the JSON form of a derivation (format version 4).
+/// The JSON form of a resolved derivation (Nix's `BasicDerivation`): like [`to_json`] but with
+/// `inputs` a plain array of store paths. Fails when the derivation has input derivations.
+pub fn to_basic_json(drv: &Derivation) -> Result<Value, DerivationError> {
+    if !drv.input_drvs.is_empty() {
+        return Err(err(
+            "inputs",
+            "a resolved derivation has no input derivations",
+        ));
+    }
+    let mut value = to_json(drv)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert(
+            "inputs".to_owned(),
+            Value::Array(
+                drv.input_srcs
+                    .iter()
+                    .map(|p| p.to_string().into())
+                    .collect(),
+            ),
+        );
+    }
+    Ok(value)
+}
+
+/// Parses the JSON form of a derivation (format version 4), also in the resolved form whose
+/// `inputs` is an array of store paths.
 ///
 /// `structuredAttrs`, if present, becomes the `__json` environment variable serialised with
 /// [`dump`]. An `env.__json` is accepted when it is a JSON object and agrees with
@@ -266,13 +291,23 @@ pub fn from_json(value: &Value) -> Result<Derivation, DerivationError> {
             .insert(output_name.clone(), output_from_json(output, &at)?);
     }
 
-    let inputs = field("inputs")?
-        .as_object()
-        .ok_or_else(|| err("inputs", "expected an object"))?;
-    let srcs = inputs
-        .get("srcs")
-        .and_then(Value::as_array)
-        .ok_or_else(|| err("inputs.srcs", "expected an array"))?;
+    let (srcs, drvs) = match field("inputs")? {
+        // A resolved derivation (Nix's `BasicDerivation`): just the input paths.
+        Value::Array(srcs) => (srcs, None),
+        Value::Object(inputs) => (
+            inputs
+                .get("srcs")
+                .and_then(Value::as_array)
+                .ok_or_else(|| err("inputs.srcs", "expected an array"))?,
+            Some(
+                inputs
+                    .get("drvs")
+                    .and_then(Value::as_object)
+                    .ok_or_else(|| err("inputs.drvs", "expected an object"))?,
+            ),
+        ),
+        _ => return Err(err("inputs", "expected an object or an array")),
+    };
     for src in srcs {
         let text = src
             .as_str()
@@ -281,11 +316,7 @@ pub fn from_json(value: &Value) -> Result<Derivation, DerivationError> {
             StorePath::from_base_name(text).map_err(|e| err("inputs.srcs", e.to_string()))?;
         drv.input_srcs.insert(path);
     }
-    let drvs = inputs
-        .get("drvs")
-        .and_then(Value::as_object)
-        .ok_or_else(|| err("inputs.drvs", "expected an object"))?;
-    for (path, node) in drvs {
+    for (path, node) in drvs.into_iter().flatten() {
         let at = format!("inputs.drvs.{}", truncate_for_error(path));
         let path = StorePath::from_base_name(path).map_err(|e| err(&at, e.to_string()))?;
         drv.input_drvs.insert(path, node_from_json(node, &at, 1)?);

@@ -9,6 +9,7 @@
 //! * [`json`]: the JSON form of Nix 2.35 (`nix derivation show`, format version 4).
 //! * [`hash_modulo`]: `hashDerivationModulo`, output paths, the `.drv` path itself, filling in
 //!   deferred output paths, and the placeholder strings Nix substitutes for unknown paths.
+//! * [`resolve`]: replacing input derivations by their built outputs (`tryResolve`).
 //!
 //! # Strings are bytes
 //!
@@ -31,6 +32,7 @@
 pub mod aterm;
 pub mod hash_modulo;
 pub mod json;
+pub mod resolve;
 
 #[cfg(test)]
 mod tests;
