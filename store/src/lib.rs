@@ -1,1 +1,291 @@
-//! store
+//! Package chain's store: the block store and the metadata database working together.
+//!
+//! * [`ingest`]: a NAR stream or a file tree becomes blocks in one pass (SHA-256 NAR hash and
+//!   BLAKE3 block hashes computed together, memory bounded, references scanned), durable before
+//!   anything is registered.
+//! * [`export`]: a path's NAR rebuilt from its blocks byte for byte, every block verified.
+//! * [`Store`]: the facade used by the daemon and the `pkgchain` tool: add a tree as a source
+//!   path (what `nix-store --add` does), register paths, dump, verify, statistics.
+//!
+//! Invariant: a path is registered only after every block of its DAG is durable; a crash at any
+//! point leaves at most blocks that no path uses, never a valid path with a missing block.
+
+pub mod export;
+pub mod fs_source;
+pub mod ingest;
+pub mod verify;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pkgchain_blockstore::{BlockError, BlockStore};
+use pkgchain_dag::Cid;
+use pkgchain_store_db::{DbError, NewPath, PathInfo, StoreDb};
+use pkgchain_store_model::content_address::{ContentAddress, ContentAddressMethod};
+use pkgchain_store_model::store_path::{StoreDir, StorePath, StorePathError};
+use thiserror::Error;
+use tracing::{info, info_span};
+
+pub use crate::export::ExportError;
+pub use crate::ingest::{IngestError, IngestOptions, Ingested};
+pub use crate::verify::{Problem, VerifyReport};
+
+/// Why a store operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// Ingesting failed; nothing was registered.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// Exporting failed.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The block store failed.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    /// A name or path is not a valid store path.
+    #[error(transparent)]
+    StorePath(#[from] StorePathError),
+    /// The path is not valid in this store.
+    #[error("path '{0}' is not valid")]
+    NotValid(String),
+    /// A blocking task panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Task(String),
+    /// Writing output failed.
+    #[error("writing output: {0}")]
+    Output(std::io::Error),
+}
+
+/// Where the store keeps its parts.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The store directory clients see (`/nix/store`).
+    pub store_dir: StoreDir,
+    /// The metadata database file.
+    pub db_file: PathBuf,
+    /// The block store root (`/ipfs/blocks`).
+    pub blocks_dir: PathBuf,
+}
+
+impl StoreConfig {
+    /// The standard layout: database under `<state dir>/pkgchain/`, blocks under
+    /// `<ipfs dir>/blocks`.
+    pub fn from_locations(store_dir: StoreDir, state_dir: &Path, ipfs_dir: &Path) -> StoreConfig {
+        StoreConfig {
+            store_dir,
+            db_file: state_dir.join("pkgchain").join("store.sqlite"),
+            blocks_dir: ipfs_dir.join("blocks"),
+        }
+    }
+}
+
+struct Inner {
+    config: StoreConfig,
+    blocks: BlockStore,
+    db: StoreDb,
+}
+
+/// The store; cheap to clone.
+#[derive(Clone)]
+pub struct Store(Arc<Inner>);
+
+/// On-disk and database totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// What the database says valid paths use.
+    pub db: pkgchain_store_db::Stats,
+    /// Block files on disk.
+    pub disk_blocks: u64,
+    /// Their apparent size.
+    pub disk_bytes: u64,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Store {
+    /// Opens the store, creating its directories and database if needed.
+    pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        if let Some(parent) = config.db_file.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Block(BlockError::Io {
+                    op: "creating",
+                    path: parent.to_owned(),
+                    source: e,
+                })
+            })?;
+        }
+        let blocks = BlockStore::open(&config.blocks_dir)?;
+        let db = StoreDb::open(&config.db_file).await?;
+        Ok(Store(Arc::new(Inner { config, blocks, db })))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.0.config
+    }
+
+    /// The store directory.
+    pub fn store_dir(&self) -> &StoreDir {
+        &self.0.config.store_dir
+    }
+
+    /// The block store.
+    pub fn blocks(&self) -> &BlockStore {
+        &self.0.blocks
+    }
+
+    /// The metadata database.
+    pub fn db(&self) -> &StoreDb {
+        &self.0.db
+    }
+
+    /// Ingests the file tree at `fs_path` (blocks only; nothing registered).
+    pub async fn ingest_tree(
+        &self,
+        fs_path: PathBuf,
+        options: IngestOptions,
+    ) -> Result<Ingested, StoreError> {
+        let store = self.clone();
+        let (ingested, ()) = tokio::task::spawn_blocking(move || {
+            ingest::ingest(store.blocks(), &options, |p| {
+                fs_source::produce_from_path(&fs_path, p)
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(ingested)
+    }
+
+    /// Registers an ingested tree as `path`.
+    pub async fn register(
+        &self,
+        path: StorePath,
+        ingested: &Ingested,
+        references: BTreeSet<StorePath>,
+        ca: Option<ContentAddress>,
+    ) -> Result<(), StoreError> {
+        let info = PathInfo {
+            path,
+            nar_hash: ingested.nar_hash.clone(),
+            nar_size: ingested.nar_size,
+            root: ingested.root,
+            deriver: None,
+            registration_time: now(),
+            ultimate: false,
+            sigs: BTreeSet::new(),
+            ca: ca.map(|c| c.render()),
+            references,
+        };
+        self.db()
+            .register_paths(&[NewPath {
+                info,
+                blocks: ingested.blocks.clone(),
+            }])
+            .await?;
+        Ok(())
+    }
+
+    /// What `nix-store --add PATH` does: the tree becomes a content-addressed source path
+    /// named after its last component (or `name`). Returns the store path.
+    pub async fn add_path(
+        &self,
+        fs_path: &Path,
+        name: Option<&str>,
+    ) -> Result<StorePath, StoreError> {
+        let name = match name {
+            Some(n) => n.to_owned(),
+            None => fs_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        pkgchain_store_model::store_path::validate_name(&name)?;
+        let span = info_span!("add_path", path = %fs_path.display(), name = %name);
+        let _enter = span.enter();
+        let ingested = self
+            .ingest_tree(fs_path.to_owned(), IngestOptions::default())
+            .await?;
+        let path = self.store_dir().make_fixed_output_path(
+            &name,
+            true,
+            &ingested.nar_hash,
+            [],
+            false,
+        )?;
+        let ca = ContentAddress::new(ContentAddressMethod::NixArchive, ingested.nar_hash.clone());
+        self.register(path.clone(), &ingested, BTreeSet::new(), Some(ca))
+            .await?;
+        info!(
+            store_path = %path,
+            nar_size = ingested.nar_size,
+            new_blocks = ingested.new_blocks,
+            new_bytes = ingested.new_bytes,
+            "added"
+        );
+        Ok(path)
+    }
+
+    /// Parses an absolute store path of this store.
+    pub fn parse_path(&self, path: &str) -> Result<StorePath, StoreError> {
+        Ok(self.store_dir().parse(path)?)
+    }
+
+    /// The root CID of a valid path.
+    pub async fn root_of(&self, path: &StorePath) -> Result<Cid, StoreError> {
+        self.db()
+            .root_of(path.base_name())
+            .await?
+            .ok_or_else(|| StoreError::NotValid(self.store_dir().display(path)))
+    }
+
+    /// Writes the NAR of a valid path to `out`; returns its length.
+    pub async fn dump<W: Write + Send + 'static>(
+        &self,
+        path: &StorePath,
+        out: W,
+    ) -> Result<u64, StoreError> {
+        let root = self.root_of(path).await?;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || export::export_nar(store.blocks(), &root, out))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+            .map_err(StoreError::from)
+    }
+
+    /// Checks every valid path; see [`verify`].
+    pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        verify::verify(self).await
+    }
+
+    /// Totals from the database and the block directory.
+    pub async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let db = self.db().stats().await?;
+        let store = self.clone();
+        let (disk_blocks, disk_bytes) = tokio::task::spawn_blocking(move || {
+            let mut n = 0u64;
+            let mut bytes = 0u64;
+            store.blocks().for_each_block(|_, size| {
+                n += 1;
+                bytes += size;
+                Ok(())
+            })?;
+            Ok::<_, BlockError>((n, bytes))
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        Ok(StoreStats {
+            db,
+            disk_blocks,
+            disk_bytes,
+        })
+    }
+}

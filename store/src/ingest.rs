@@ -1,0 +1,395 @@
+//! Ingest: a tree (as NAR events) becomes blocks in one pass over its bytes.
+//!
+//! Two threads share the work. The calling thread *produces*: it reads the source (a NAR
+//! stream, or a directory tree through [`crate::fs_source`]), serialises every event into the
+//! NAR hash (SHA-256) and size, and feeds the reference scanner. A second thread *builds*: it
+//! chunks file contents, hashes chunks and nodes with BLAKE3 and writes new blocks through a
+//! [`WriteBatch`]. They are joined by a bounded channel whose buffers are recycled, so memory
+//! stays at a few MiB whatever the size of the tree.
+//!
+//! When [`ingest`] returns `Ok`, every block of the DAG is durable on disk (the batch has been
+//! committed); nothing is registered yet. The caller registers the path afterwards, so a crash
+//! in between leaves only unreferenced blocks.
+
+use std::collections::BTreeSet;
+use std::io::{self, Write};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded};
+use pkgchain_blockstore::{BlockError, BlockStore, WriteBatch};
+use pkgchain_dag::Cid;
+use pkgchain_dag::builder::{BlockSink, BuildError, DagBuilder};
+use pkgchain_store_model::hash::{Hash, HashAlgo, Hasher};
+use pkgchain_store_model::nar::{NarError, NarEvent, NarWriter};
+use pkgchain_store_model::references::StorePathScanner;
+use pkgchain_store_model::store_path::StorePath;
+use thiserror::Error;
+use tracing::{debug, debug_span};
+
+/// Size of the buffers that carry file contents between the threads.
+pub(crate) const DATA_BUFFER: usize = 1024 * 1024;
+/// Messages in flight between the threads (bounds memory to about this many buffers).
+const CHANNEL_DEPTH: usize = 16;
+
+/// Why an ingest failed. Nothing was registered.
+#[derive(Debug, Error)]
+pub enum IngestError {
+    /// Reading the source tree failed.
+    #[error("{op} '{path}': {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// The source tree holds something a NAR cannot.
+    #[error("file '{path}' has an unsupported type")]
+    UnsupportedType {
+        /// The file.
+        path: String,
+    },
+    /// A file changed size while it was read.
+    #[error("file '{path}' changed while it was being added")]
+    Changed {
+        /// The file.
+        path: String,
+    },
+    /// The tree is nested deeper than allowed.
+    #[error("'{path}' is nested more than {limit} directories deep")]
+    TooDeep {
+        /// Where the limit was hit.
+        path: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// The NAR stream is invalid.
+    #[error(transparent)]
+    Nar(#[from] NarError),
+    /// Building the DAG failed (invalid tree or a block write error).
+    #[error("{0}")]
+    Build(#[from] BuildError<BlockError>),
+    /// The block store failed.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    /// The builder thread stopped before the producer finished (its error follows).
+    #[error("block writer stopped")]
+    WriterStopped,
+}
+
+/// What an ingest produced.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    /// Root of the DAG.
+    pub root: Cid,
+    /// SHA-256 of the NAR serialisation.
+    pub nar_hash: Hash,
+    /// Length of the NAR serialisation.
+    pub nar_size: u64,
+    /// Every block of the DAG with its size (duplicates possible).
+    pub blocks: Vec<(Cid, u64)>,
+    /// Candidate store paths whose hash part occurs in the NAR.
+    pub references: BTreeSet<StorePath>,
+    /// Blocks that were not in the store before.
+    pub new_blocks: u64,
+    /// Bytes of those blocks.
+    pub new_bytes: u64,
+}
+
+/// One event handed from the producer to the builder thread.
+pub(crate) enum Msg {
+    File {
+        name: Option<Vec<u8>>,
+        executable: bool,
+        size: u64,
+    },
+    Data(Vec<u8>),
+    FileEnd,
+    Symlink {
+        name: Option<Vec<u8>>,
+        target: Vec<u8>,
+    },
+    DirectoryStart {
+        name: Option<Vec<u8>>,
+    },
+    DirectoryEnd,
+}
+
+/// Counts and hashes the NAR serialisation, and scans it for references.
+struct NarDigest {
+    sha256: Hasher,
+    size: u64,
+    scanner: Option<StorePathScanner>,
+}
+
+impl Write for NarDigest {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sha256.update(buf);
+        self.size += buf.len() as u64;
+        if let Some(s) = self.scanner.as_mut() {
+            s.update(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The producing side of an ingest: sources call these in NAR order.
+pub struct Producer {
+    tx: Sender<Msg>,
+    free: Receiver<Vec<u8>>,
+    nar: NarWriter<NarDigest>,
+}
+
+impl Producer {
+    fn send(&self, msg: Msg) -> Result<(), IngestError> {
+        self.tx.send(msg).map_err(|_| IngestError::WriterStopped)
+    }
+
+    /// A file begins.
+    pub fn file(&mut self, name: Option<&[u8]>, executable: bool, size: u64) -> Result<(), IngestError> {
+        self.nar.write_event(&NarEvent::File {
+            name,
+            executable,
+            size,
+        })?;
+        self.send(Msg::File {
+            name: name.map(<[u8]>::to_vec),
+            executable,
+            size,
+        })
+    }
+
+    /// An empty buffer (capacity [`DATA_BUFFER`]) to fill with file contents.
+    pub fn buffer(&mut self) -> Vec<u8> {
+        match self.free.try_recv() {
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                Vec::with_capacity(DATA_BUFFER)
+            }
+        }
+    }
+
+    /// File contents; the buffer is passed on (and comes back through [`Producer::buffer`]).
+    pub fn data(&mut self, buf: Vec<u8>) -> Result<(), IngestError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.nar.write_event(&NarEvent::FileChunk(&buf))?;
+        self.send(Msg::Data(buf))
+    }
+
+    /// The current file is complete.
+    pub fn file_end(&mut self) -> Result<(), IngestError> {
+        self.nar.write_event(&NarEvent::FileEnd)?;
+        self.send(Msg::FileEnd)
+    }
+
+    /// A symlink.
+    pub fn symlink(&mut self, name: Option<&[u8]>, target: &[u8]) -> Result<(), IngestError> {
+        self.nar.write_event(&NarEvent::Symlink { name, target })?;
+        self.send(Msg::Symlink {
+            name: name.map(<[u8]>::to_vec),
+            target: target.to_vec(),
+        })
+    }
+
+    /// A directory begins.
+    pub fn directory_start(&mut self, name: Option<&[u8]>) -> Result<(), IngestError> {
+        self.nar.write_event(&NarEvent::DirectoryStart { name })?;
+        self.send(Msg::DirectoryStart {
+            name: name.map(<[u8]>::to_vec),
+        })
+    }
+
+    /// The current directory is complete.
+    pub fn directory_end(&mut self) -> Result<(), IngestError> {
+        self.nar.write_event(&NarEvent::DirectoryEnd)?;
+        self.send(Msg::DirectoryEnd)
+    }
+}
+
+/// Options of one ingest.
+#[derive(Debug, Clone, Default)]
+pub struct IngestOptions {
+    /// Store paths to look for in the NAR (reference scanning); empty scans nothing.
+    pub reference_candidates: Vec<StorePath>,
+}
+
+/// Ingests the tree that `produce` describes. See the module documentation.
+pub fn ingest<T>(
+    blocks: &BlockStore,
+    options: &IngestOptions,
+    produce: impl FnOnce(&mut Producer) -> Result<T, IngestError>,
+) -> Result<(Ingested, T), IngestError> {
+    let span = debug_span!("ingest", root = %blocks.root().display());
+    let _enter = span.enter();
+    let (tx, rx) = bounded::<Msg>(CHANNEL_DEPTH);
+    let (free_tx, free_rx) = bounded::<Vec<u8>>(CHANNEL_DEPTH + 2);
+    let scanner = (!options.reference_candidates.is_empty())
+        .then(|| StorePathScanner::new(options.reference_candidates.iter().cloned()));
+    std::thread::scope(|scope| {
+        let builder = std::thread::Builder::new()
+            .name("pkgchain-ingest".into())
+            .spawn_scoped(scope, move || build(blocks, rx, free_tx))
+            .map_err(|e| IngestError::Io {
+                op: "starting ingest thread for",
+                path: blocks.root().display().to_string(),
+                source: e,
+            })?;
+        let mut producer = Producer {
+            tx,
+            free: free_rx,
+            nar: NarWriter::new(NarDigest {
+                sha256: Hasher::new(HashAlgo::Sha256),
+                size: 0,
+                scanner,
+            }),
+        };
+        let produced = produce(&mut producer);
+        let Producer { tx, nar, .. } = producer;
+        drop(tx);
+        let built = builder.join().unwrap_or(Err(IngestError::WriterStopped));
+        // The producer's error explains a stopped builder; else the builder's error stands.
+        let value = match (produced, built) {
+            (Err(IngestError::WriterStopped), Err(e)) | (Ok(_), Err(e)) | (Err(e), _) => {
+                return Err(e);
+            }
+            (Ok(v), Ok(b)) => (v, b),
+        };
+        let (value, b) = value;
+        let digest = nar.finish()?;
+        let references = digest
+            .scanner
+            .map(|s| s.found())
+            .unwrap_or_default();
+        debug!(nar_size = digest.size, new_blocks = b.new_blocks, "ingested");
+        Ok((
+            Ingested {
+                root: b.root,
+                nar_hash: digest.sha256.finish(),
+                nar_size: digest.size,
+                blocks: b.blocks,
+                references,
+                new_blocks: b.new_blocks,
+                new_bytes: b.new_bytes,
+            },
+            value,
+        ))
+    })
+}
+
+struct Built {
+    root: Cid,
+    blocks: Vec<(Cid, u64)>,
+    new_blocks: u64,
+    new_bytes: u64,
+}
+
+/// Hands blocks to the write batch and lists them.
+struct BatchSink<'b, 's> {
+    batch: &'b mut WriteBatch<'s>,
+    blocks: Vec<(Cid, u64)>,
+}
+
+impl BlockSink for BatchSink<'_, '_> {
+    type Error = BlockError;
+    fn put(&mut self, cid: &Cid, data: &[u8]) -> Result<(), BlockError> {
+        self.blocks.push((*cid, data.len() as u64));
+        self.batch.put(cid, data).map(|_| ())
+    }
+}
+
+fn build(
+    blocks: &BlockStore,
+    rx: Receiver<Msg>,
+    free: Sender<Vec<u8>>,
+) -> Result<Built, IngestError> {
+    let mut batch = blocks.batch()?;
+    let mut builder = DagBuilder::new(BatchSink {
+        batch: &mut batch,
+        blocks: Vec::new(),
+    });
+    for msg in rx {
+        match msg {
+            Msg::File {
+                name,
+                executable,
+                size,
+            } => builder.file_start(name.as_deref(), executable, size)?,
+            Msg::Data(buf) => {
+                builder.file_data(&buf)?;
+                // Recycling is best effort: a full pool just frees the buffer.
+                let _ = free.try_send(buf);
+            }
+            Msg::FileEnd => builder.file_end()?,
+            Msg::Symlink { name, target } => builder.symlink(name.as_deref(), &target)?,
+            Msg::DirectoryStart { name } => builder.directory_start(name.as_deref())?,
+            Msg::DirectoryEnd => builder.directory_end()?,
+        }
+    }
+    let (root, sink) = builder.finish()?;
+    let list = sink.blocks;
+    batch.commit()?;
+    let (new_blocks, new_bytes) = batch.written();
+    Ok(Built {
+        root,
+        blocks: list,
+        new_blocks,
+        new_bytes,
+    })
+}
+
+/// Produces events from a NAR stream; returns the reader positioned after the NAR.
+pub fn produce_from_nar<R: io::Read>(
+    reader: pkgchain_store_model::nar::NarReader<R>,
+    producer: &mut Producer,
+) -> Result<R, IngestError> {
+    let mut reader = reader;
+    let mut pending: Option<Vec<u8>> = None;
+    loop {
+        let Some(event) = reader.next_event()? else {
+            break;
+        };
+        match event {
+            NarEvent::File {
+                name,
+                executable,
+                size,
+            } => producer.file(name, executable, size)?,
+            NarEvent::FileChunk(data) => {
+                // Gather the reader's small chunks into full buffers.
+                let mut rest = data;
+                while !rest.is_empty() {
+                    let buf = match pending.as_mut() {
+                        Some(b) => b,
+                        None => pending.insert(producer.buffer()),
+                    };
+                    let take = (DATA_BUFFER - buf.len()).min(rest.len());
+                    buf.extend_from_slice(&rest[..take]);
+                    rest = &rest[take..];
+                    if buf.len() == DATA_BUFFER
+                        && let Some(full) = pending.take()
+                    {
+                        producer.data(full)?;
+                    }
+                }
+            }
+            NarEvent::FileEnd => {
+                if let Some(buf) = pending.take() {
+                    producer.data(buf)?;
+                }
+                producer.file_end()?;
+            }
+            NarEvent::Symlink { name, target } => producer.symlink(name, target)?,
+            NarEvent::DirectoryStart { name } => producer.directory_start(name)?,
+            NarEvent::DirectoryEnd => producer.directory_end()?,
+        }
+    }
+    Ok(reader.into_inner())
+}

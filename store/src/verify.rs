@@ -1,0 +1,184 @@
+//! Verification: every valid path's blocks exist and match their CIDs, and the NAR rebuilt from
+//! them has the hash and size the database records.
+//!
+//! Each path is exported into a SHA-256 sink: the export reads (and checks) every block of the
+//! DAG, so one pass proves both the blocks and the contents. Blocks the database lists for a path
+//! are also checked for presence, which catches a database that disagrees with the DAG. Problems
+//! name the path and, where one is at fault, the block.
+
+use std::fmt;
+use std::io::{self, Write};
+
+use pkgchain_blockstore::BlockError;
+use pkgchain_dag::Cid;
+use pkgchain_dag::walk::WalkError;
+use pkgchain_store_model::hash::{Hash, HashAlgo, Hasher};
+use pkgchain_store_model::store_path::StorePath;
+use tracing::{info_span, warn};
+
+use crate::export::{ExportError, export_nar};
+use crate::{Store, StoreError};
+
+/// One thing wrong with one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// A block of the path is missing.
+    MissingBlock {
+        /// The path.
+        path: StorePath,
+        /// The block.
+        cid: Cid,
+    },
+    /// A block of the path does not match its CID.
+    CorruptBlock {
+        /// The path.
+        path: StorePath,
+        /// The block.
+        cid: Cid,
+        /// The block's file.
+        file: String,
+    },
+    /// The rebuilt NAR differs from what was registered.
+    ContentsChanged {
+        /// The path.
+        path: StorePath,
+        /// Registered NAR hash.
+        expected: Hash,
+        /// Hash of the rebuilt NAR.
+        actual: Hash,
+        /// Registered NAR size.
+        expected_size: u64,
+        /// Size of the rebuilt NAR.
+        actual_size: u64,
+    },
+    /// The DAG cannot be read for another reason.
+    Unreadable {
+        /// The path.
+        path: StorePath,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::MissingBlock { path, cid } => {
+                write!(f, "path '{path}': block {cid} is missing")
+            }
+            Problem::CorruptBlock { path, cid, file } => {
+                write!(f, "path '{path}': block {cid} is corrupt ({file})")
+            }
+            Problem::ContentsChanged {
+                path,
+                expected,
+                actual,
+                expected_size,
+                actual_size,
+            } => write!(
+                f,
+                "path '{path}' was modified! expected hash '{}' ({expected_size} bytes), got '{}' ({actual_size} bytes)",
+                expected.to_nix32_prefixed(),
+                actual.to_nix32_prefixed()
+            ),
+            Problem::Unreadable { path, reason } => write!(f, "path '{path}': {reason}"),
+        }
+    }
+}
+
+/// The outcome of [`verify`].
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// Valid paths checked.
+    pub paths: u64,
+    /// NAR bytes rebuilt and hashed.
+    pub nar_bytes: u64,
+    /// Everything found wrong.
+    pub problems: Vec<Problem>,
+}
+
+struct HashSink {
+    hasher: Hasher,
+}
+
+impl Write for HashSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.hasher.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks every valid path of `store`.
+pub async fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
+    let span = info_span!("verify");
+    let _enter = span.enter();
+    let paths = store.db().all_paths().await?;
+    let mut report = VerifyReport::default();
+    for path in paths {
+        report.paths += 1;
+        let Some(info) = store.db().path_info(&path).await? else {
+            // Removed while we were looking.
+            continue;
+        };
+        for (cid, _) in store.db().path_blocks(&path).await? {
+            if !store.blocks().contains(&cid)? {
+                report.problems.push(Problem::MissingBlock {
+                    path: path.clone(),
+                    cid,
+                });
+            }
+        }
+        let blocks = store.clone();
+        let root = info.root;
+        let exported = tokio::task::spawn_blocking(move || {
+            let mut sink = HashSink {
+                hasher: Hasher::new(HashAlgo::Sha256),
+            };
+            let size = export_nar(blocks.blocks(), &root, &mut sink)?;
+            Ok::<_, ExportError>((size, sink.hasher.finish()))
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+        match exported {
+            Ok((size, hash)) => {
+                report.nar_bytes += size;
+                if hash != info.nar_hash || size != info.nar_size {
+                    report.problems.push(Problem::ContentsChanged {
+                        path: path.clone(),
+                        expected: info.nar_hash.clone(),
+                        actual: hash,
+                        expected_size: info.nar_size,
+                        actual_size: size,
+                    });
+                }
+            }
+            Err(ExportError::Dag(WalkError::Get(BlockError::Missing(cid)))) => {
+                let p = Problem::MissingBlock {
+                    path: path.clone(),
+                    cid,
+                };
+                if !report.problems.contains(&p) {
+                    report.problems.push(p);
+                }
+            }
+            Err(ExportError::Dag(WalkError::Get(
+                BlockError::Corrupt { cid, path: file } | BlockError::TooLarge { cid, path: file },
+            ))) => report.problems.push(Problem::CorruptBlock {
+                path: path.clone(),
+                cid,
+                file: file.display().to_string(),
+            }),
+            Err(e) => report.problems.push(Problem::Unreadable {
+                path: path.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    for p in &report.problems {
+        warn!(problem = %p, "verify");
+    }
+    Ok(report)
+}
