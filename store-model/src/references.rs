@@ -60,6 +60,10 @@ pub struct ReferenceScanner {
     table: Vec<u32>,
     /// Right shift turning a 64-bit hash into a table slot.
     shift: u32,
+    /// One bit per hash prefix of every candidate: most windows are rejected here, in cache.
+    filter: Vec<u64>,
+    /// Right shift turning a 64-bit hash into a filter bit.
+    filter_shift: u32,
     found: Vec<bool>,
     found_count: usize,
     /// The trailing run of nix32 bytes of everything fed so far, at most `LEN - 1` bytes.
@@ -68,12 +72,19 @@ pub struct ReferenceScanner {
     bytes_scanned: u64,
 }
 
-fn window_hash(w: &[u8; LEN]) -> u64 {
+/// The 8 bytes of `s` at `at`, little-endian.
+#[inline(always)]
+fn load_u64(s: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
-    let mut b = [0u8; 8];
-    a.copy_from_slice(&w[..8]);
-    b.copy_from_slice(&w[LEN - 8..]);
-    (u64::from_le_bytes(a) ^ u64::from_le_bytes(b).rotate_left(29))
+    a.copy_from_slice(&s[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Hash of the 32-byte window of `s` starting at `at` (its first and last 8 bytes suffice:
+/// hash parts are uniformly distributed).
+#[inline(always)]
+fn window_hash(s: &[u8], at: usize) -> u64 {
+    (load_u64(s, at) ^ load_u64(s, at + LEN - 8).rotate_left(29))
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
@@ -116,10 +127,14 @@ impl ReferenceScanner {
 
     fn from_candidates(all: Vec<[u8; LEN]>) -> ReferenceScanner {
         let slots = (all.len() * 2).next_power_of_two().max(16);
+        // About 16 filter bits per candidate (a few per cent false positives), at least 4 KiB.
+        let filter_bits = (all.len() * 16).next_power_of_two().clamp(1 << 15, 1 << 26);
         let mut scanner = ReferenceScanner {
             candidates: Vec::with_capacity(all.len()),
             table: vec![0; slots],
             shift: 64 - slots.trailing_zeros(),
+            filter: vec![0; filter_bits / 64],
+            filter_shift: 64 - filter_bits.trailing_zeros(),
             found: Vec::new(),
             found_count: 0,
             carry: [0; LEN - 1],
@@ -128,73 +143,94 @@ impl ReferenceScanner {
         };
         for c in all {
             // `Ok` is a duplicate; `Err` is the empty slot where it goes.
-            if let Err(slot) = scanner.slot_of(&c) {
+            if let Err(slot) = scanner.slot_of(&c, window_hash(&c, 0)) {
                 // The index is below MAX_CANDIDATES < u32::MAX, so the conversion is exact.
                 scanner.table[slot] = scanner.candidates.len() as u32 + 1;
                 scanner.candidates.push(c);
+                let bit = (window_hash(&c, 0) >> scanner.filter_shift) as usize;
+                scanner.filter[bit / 64] |= 1 << (bit % 64);
             }
         }
         scanner.found = vec![false; scanner.candidates.len()];
         scanner
     }
 
-    /// `Ok(index)` of the candidate equal to `w`, or `Err(empty slot)` where it would go.
-    fn slot_of(&self, w: &[u8; LEN]) -> Result<usize, usize> {
+    /// `Ok(index)` of the candidate equal to `w` (whose hash is `hash`), or `Err(empty slot)`
+    /// where it would go.
+    fn slot_of(&self, w: &[u8], hash: u64) -> Result<usize, usize> {
         let mask = self.table.len() - 1;
-        let mut slot = (window_hash(w) >> self.shift) as usize & mask;
+        let mut slot = (hash >> self.shift) as usize & mask;
         loop {
             let entry = self.table[slot];
             if entry == 0 {
                 return Err(slot);
             }
             let index = (entry - 1) as usize;
-            if self.candidates.get(index) == Some(w) {
+            if self.candidates.get(index).is_some_and(|c| c[..] == *w) {
                 return Ok(index);
             }
             slot = (slot + 1) & mask;
         }
     }
 
-    fn check_window(&mut self, w: &[u8]) {
-        let mut window = [0u8; LEN];
-        window.copy_from_slice(w);
-        if let Ok(index) = self.slot_of(&window)
+    /// Looks up the window of `s` at `at` (all nix32); `true` when every candidate is found.
+    #[inline(always)]
+    fn check_window(&mut self, s: &[u8], at: usize) -> bool {
+        let hash = window_hash(s, at);
+        let bit = (hash >> self.filter_shift) as usize;
+        if self.filter[bit / 64] & (1 << (bit % 64)) == 0 {
+            return false;
+        }
+        self.check_window_slow(&s[at..at + LEN], hash)
+    }
+
+    #[cold]
+    fn check_window_slow(&mut self, w: &[u8], hash: u64) -> bool {
+        if let Ok(index) = self.slot_of(w, hash)
             && !self.found[index]
         {
             self.found[index] = true;
             self.found_count += 1;
         }
+        self.found_count == self.candidates.len()
     }
 
     /// Checks every 32-byte window that lies inside `s`.
     fn scan_slice(&mut self, s: &[u8]) {
-        let n = s.len();
+        let Some(last_start) = s.len().checked_sub(LEN) else {
+            return;
+        };
         let mut i = 0;
         // Invariant: s[i..verified] are nix32 characters.
         let mut verified = 0;
-        while i + LEN <= n {
+        'outer: while i <= last_start {
+            // Look for a byte outside the alphabet in s[verified..i + LEN], from the end.
             let end = i + LEN;
             let mut j = end;
-            let mut bad = None;
             while j > verified {
                 j -= 1;
                 if !IS_NIX32[s[j] as usize] {
-                    bad = Some(j);
-                    break;
+                    // No window containing s[j] can match; s[j + 1..end] were just checked.
+                    i = j + 1;
+                    verified = end;
+                    continue 'outer;
                 }
             }
-            if let Some(b) = bad {
-                // s[b + 1..end] were just checked; the next window that can match starts after b.
-                i = b + 1;
-                verified = end;
-                continue;
+            // s[i..i + LEN] is a full window; slide along the run one byte at a time.
+            loop {
+                if self.check_window(s, i) {
+                    return;
+                }
+                i += 1;
+                if i > last_start {
+                    return;
+                }
+                if !IS_NIX32[s[i + LEN - 1] as usize] {
+                    i += LEN;
+                    verified = i;
+                    continue 'outer;
+                }
             }
-            verified = end;
-            self.check_window(&s[i..end]);
-            if self.found_count == self.candidates.len() {
-                return;
-            }
-            i += 1;
         }
     }
 
@@ -253,10 +289,10 @@ impl ReferenceScanner {
 
     /// Whether this hash part is a candidate that has been found.
     pub fn is_found(&self, hash_part: &[u8]) -> bool {
-        let Ok(w) = <[u8; LEN]>::try_from(hash_part) else {
-            return false;
-        };
-        self.slot_of(&w).is_ok_and(|i| self.found[i])
+        hash_part.len() == LEN
+            && self
+                .slot_of(hash_part, window_hash(hash_part, 0))
+                .is_ok_and(|i| self.found[i])
     }
 
     /// The hash parts found so far, in the order the candidates were given.
@@ -529,7 +565,7 @@ mod tests {
             let mut data: Vec<u8> = (0..5000)
                 .map(|_| {
                     let r = rng.next();
-                    if r % 50 == 0 {
+                    if r.is_multiple_of(50) {
                         b'/'
                     } else {
                         nixbase32::ALPHABET[(r >> 8) as usize % 32]
