@@ -5,12 +5,20 @@
 //! output's bytes (its NAR serialisation). [`ReferenceScanner`] does the same over chunks of any
 //! size: a hash part may straddle any number of chunk boundaries.
 //!
-//! The scan is Nix's skip search, made incremental: a hash part is a run of 32 nix32
-//! characters, so the scanner looks at the *last* byte of each 32-byte window first and, on a
-//! byte outside the alphabet (7 bytes in 8 of random data), skips the whole window. Bytes
-//! already known to be nix32 are never examined twice, and only a full run of 32 nix32
-//! characters costs a lookup, in an open-addressing table whose probe sequence depends only on
-//! the candidates. The work per input byte is therefore bounded whatever the data.
+//! How it stays fast on every kind of input:
+//!
+//! * **Skipping**, as Nix does: a hash part is a run of 32 nix32 characters, so the scanner looks
+//!   at the *last* byte of the 32-byte window at `p` first and, when it is outside the alphabet
+//!   (7 bytes in 8 of random data), skips all 32 windows that contain it.
+//! * **One lookup per 8 windows**: otherwise the windows starting at `p..p + 8` all contain the
+//!   8 bytes at `p + 7`, at offsets 7 down to 0. The scanner indexes the 8-byte pieces of every
+//!   candidate at offsets 0 to 7, so a single probe of a bit filter covers 8 windows, and only a
+//!   hit in the filter costs a table look-up and a full 32-byte comparison.
+//!
+//! The work per input byte is bounded whatever the data: probe sequences depend only on the
+//! candidates, never on the input.
+
+use std::collections::HashSet;
 
 use thiserror::Error;
 
@@ -18,6 +26,8 @@ use crate::nixbase32;
 use crate::store_path::{HASH_PART_LEN, StorePath};
 
 const LEN: usize = HASH_PART_LEN;
+/// Length of the indexed pieces of a candidate.
+const PIECE: usize = 8;
 
 /// Whether each byte value is a nix32 character.
 const IS_NIX32: [bool; 256] = {
@@ -31,7 +41,7 @@ const IS_NIX32: [bool; 256] = {
 };
 
 /// Most candidates one scanner takes.
-pub const MAX_CANDIDATES: usize = 1 << 26;
+pub const MAX_CANDIDATES: usize = 1 << 24;
 
 /// Why a candidate set was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -56,11 +66,12 @@ pub enum ReferenceScanError {
 pub struct ReferenceScanner {
     /// Distinct candidates, in the order first given.
     candidates: Vec<[u8; LEN]>,
-    /// Open-addressing table of `index + 1` into `candidates`; 0 is an empty slot.
-    table: Vec<u32>,
-    /// Right shift turning a 64-bit hash into a table slot.
+    /// Open-addressing table of the 8-byte pieces of the candidates at offsets 0 to 7:
+    /// `(piece, index * 8 + offset + 1)`; a second field of 0 marks an empty slot.
+    pieces: Vec<(u64, u32)>,
+    /// Right shift turning a 64-bit hash into a slot of `pieces`.
     shift: u32,
-    /// One bit per hash prefix of every candidate: most windows are rejected here, in cache.
+    /// One bit per hash of each piece: most probes end here, in cache.
     filter: Vec<u64>,
     /// Right shift turning a 64-bit hash into a filter bit.
     filter_shift: u32,
@@ -76,16 +87,13 @@ pub struct ReferenceScanner {
 #[inline(always)]
 fn load_u64(s: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
-    a.copy_from_slice(&s[at..at + 8]);
+    a.copy_from_slice(&s[at..at + PIECE]);
     u64::from_le_bytes(a)
 }
 
-/// Hash of the 32-byte window of `s` starting at `at` (its first and last 8 bytes suffice:
-/// hash parts are uniformly distributed).
 #[inline(always)]
-fn window_hash(s: &[u8], at: usize) -> u64 {
-    (load_u64(s, at) ^ load_u64(s, at + LEN - 8).rotate_left(29))
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+fn piece_hash(piece: u64) -> u64 {
+    (piece ^ (piece >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 impl ReferenceScanner {
@@ -126,12 +134,15 @@ impl ReferenceScanner {
     }
 
     fn from_candidates(all: Vec<[u8; LEN]>) -> ReferenceScanner {
-        let slots = (all.len() * 2).next_power_of_two().max(16);
-        // About 16 filter bits per candidate (a few per cent false positives), at least 4 KiB.
-        let filter_bits = (all.len() * 16).next_power_of_two().clamp(1 << 15, 1 << 26);
+        let mut seen = HashSet::with_capacity(all.len());
+        let candidates: Vec<[u8; LEN]> = all.into_iter().filter(|c| seen.insert(*c)).collect();
+        let entries = candidates.len() * PIECE;
+        let slots = (entries * 2).next_power_of_two().max(16);
+        // About 16 filter bits per piece (a few per cent false positives), at least 4 KiB.
+        let filter_bits = (entries * 16).next_power_of_two().clamp(1 << 15, 1 << 30);
         let mut scanner = ReferenceScanner {
-            candidates: Vec::with_capacity(all.len()),
-            table: vec![0; slots],
+            candidates,
+            pieces: vec![(0, 0); slots],
             shift: 64 - slots.trailing_zeros(),
             filter: vec![0; filter_bits / 64],
             filter_shift: 64 - filter_bits.trailing_zeros(),
@@ -141,56 +152,59 @@ impl ReferenceScanner {
             carry_len: 0,
             bytes_scanned: 0,
         };
-        for c in all {
-            // `Ok` is a duplicate; `Err` is the empty slot where it goes.
-            if let Err(slot) = scanner.slot_of(&c, window_hash(&c, 0)) {
-                // The index is below MAX_CANDIDATES < u32::MAX, so the conversion is exact.
-                scanner.table[slot] = scanner.candidates.len() as u32 + 1;
-                scanner.candidates.push(c);
-                let bit = (window_hash(&c, 0) >> scanner.filter_shift) as usize;
+        let mask = slots - 1;
+        for (index, c) in scanner.candidates.iter().enumerate() {
+            for offset in 0..PIECE {
+                let piece = load_u64(c, offset);
+                let hash = piece_hash(piece);
+                let bit = (hash >> scanner.filter_shift) as usize;
                 scanner.filter[bit / 64] |= 1 << (bit % 64);
+                let mut slot = (hash >> scanner.shift) as usize & mask;
+                while scanner.pieces[slot].1 != 0 {
+                    slot = (slot + 1) & mask;
+                }
+                // index < MAX_CANDIDATES = 2^24, so index * 8 + 8 fits in a u32.
+                scanner.pieces[slot] = (piece, (index * PIECE + offset) as u32 + 1);
             }
         }
         scanner.found = vec![false; scanner.candidates.len()];
         scanner
     }
 
-    /// `Ok(index)` of the candidate equal to `w` (whose hash is `hash`), or `Err(empty slot)`
-    /// where it would go.
-    fn slot_of(&self, w: &[u8], hash: u64) -> Result<usize, usize> {
-        let mask = self.table.len() - 1;
-        let mut slot = (hash >> self.shift) as usize & mask;
-        loop {
-            let entry = self.table[slot];
-            if entry == 0 {
-                return Err(slot);
-            }
-            let index = (entry - 1) as usize;
-            if self.candidates.get(index).is_some_and(|c| c[..] == *w) {
-                return Ok(index);
-            }
-            slot = (slot + 1) & mask;
-        }
-    }
-
-    /// Looks up the window of `s` at `at` (all nix32); `true` when every candidate is found.
+    /// Looks up the piece of `s` at `q` and confirms each candidate it may belong to, placed at
+    /// `q - offset` within `s`. Returns `true` when every candidate has been found.
     #[inline(always)]
-    fn check_window(&mut self, s: &[u8], at: usize) -> bool {
-        let hash = window_hash(s, at);
+    fn probe(&mut self, s: &[u8], q: usize) -> bool {
+        let piece = load_u64(s, q);
+        let hash = piece_hash(piece);
         let bit = (hash >> self.filter_shift) as usize;
         if self.filter[bit / 64] & (1 << (bit % 64)) == 0 {
             return false;
         }
-        self.check_window_slow(&s[at..at + LEN], hash)
+        self.probe_slow(s, q, piece, hash)
     }
 
     #[cold]
-    fn check_window_slow(&mut self, w: &[u8], hash: u64) -> bool {
-        if let Ok(index) = self.slot_of(w, hash)
-            && !self.found[index]
-        {
-            self.found[index] = true;
-            self.found_count += 1;
+    fn probe_slow(&mut self, s: &[u8], q: usize, piece: u64, hash: u64) -> bool {
+        let mask = self.pieces.len() - 1;
+        let mut slot = (hash >> self.shift) as usize & mask;
+        loop {
+            let (key, value) = self.pieces[slot];
+            if value == 0 {
+                break;
+            }
+            if key == piece {
+                let entry = (value - 1) as usize;
+                let (index, offset) = (entry / PIECE, entry % PIECE);
+                if let Some(start) = q.checked_sub(offset)
+                    && !self.found[index]
+                    && s.get(start..start + LEN) == Some(&self.candidates[index][..])
+                {
+                    self.found[index] = true;
+                    self.found_count += 1;
+                }
+            }
+            slot = (slot + 1) & mask;
         }
         self.found_count == self.candidates.len()
     }
@@ -200,37 +214,20 @@ impl ReferenceScanner {
         let Some(last_start) = s.len().checked_sub(LEN) else {
             return;
         };
+        // Invariant: every window starting before `i` has been dealt with.
         let mut i = 0;
-        // Invariant: s[i..verified] are nix32 characters.
-        let mut verified = 0;
-        'outer: while i <= last_start {
-            // Look for a byte outside the alphabet in s[verified..i + LEN], from the end.
-            let end = i + LEN;
-            let mut j = end;
-            while j > verified {
-                j -= 1;
-                if !IS_NIX32[s[j] as usize] {
-                    // No window containing s[j] can match; s[j + 1..end] were just checked.
-                    i = j + 1;
-                    verified = end;
-                    continue 'outer;
-                }
+        while i <= last_start {
+            if !IS_NIX32[s[i + LEN - 1] as usize] {
+                // Every window starting at i..=i + 31 contains that byte: none can match.
+                i += LEN;
+                continue;
             }
-            // s[i..i + LEN] is a full window; slide along the run one byte at a time.
-            loop {
-                if self.check_window(s, i) {
-                    return;
-                }
-                i += 1;
-                if i > last_start {
-                    return;
-                }
-                if !IS_NIX32[s[i + LEN - 1] as usize] {
-                    i += LEN;
-                    verified = i;
-                    continue 'outer;
-                }
+            // The windows starting at i..i + 8 all contain the piece at i + 7 (at offsets 7..0):
+            // one probe covers them, each candidate it yields is compared in full.
+            if self.probe(s, i + PIECE - 1) {
+                return;
             }
+            i += PIECE;
         }
     }
 
@@ -247,9 +244,9 @@ impl ReferenceScanner {
             buf[..self.carry_len].copy_from_slice(&self.carry[..self.carry_len]);
             buf[self.carry_len..self.carry_len + take].copy_from_slice(&chunk[..take]);
             let joined = self.carry_len + take;
-            if joined >= LEN {
-                self.scan_slice(&buf[..joined]);
-            }
+            // Only windows starting in the carry: those starting later lie in the chunk.
+            let straddling = joined.min(self.carry_len + LEN - 1);
+            self.scan_slice(&buf[..straddling]);
             if chunk.len() < LEN - 1 {
                 // The whole chunk fits in the tail: carry on the joined bytes.
                 self.set_carry_from(&buf[..joined]);
@@ -289,10 +286,10 @@ impl ReferenceScanner {
 
     /// Whether this hash part is a candidate that has been found.
     pub fn is_found(&self, hash_part: &[u8]) -> bool {
-        hash_part.len() == LEN
-            && self
-                .slot_of(hash_part, window_hash(hash_part, 0))
-                .is_ok_and(|i| self.found[i])
+        self.candidates
+            .iter()
+            .zip(&self.found)
+            .any(|(c, f)| *f && c[..] == *hash_part)
     }
 
     /// The hash parts found so far, in the order the candidates were given.
@@ -343,9 +340,10 @@ impl StorePathScanner {
 
     /// The candidate paths found so far, sorted.
     pub fn found(&self) -> std::collections::BTreeSet<StorePath> {
+        let found: HashSet<&str> = self.scanner.found_hash_parts().into_iter().collect();
         self.paths
             .iter()
-            .filter(|p| self.scanner.is_found(p.hash_part().as_bytes()))
+            .filter(|p| found.contains(p.hash_part()))
             .cloned()
             .collect()
     }
@@ -524,6 +522,33 @@ mod tests {
         // Upper case is not nix32.
         let upper = A.to_uppercase();
         assert!(scan_in_chunks(upper.as_bytes(), &[A.to_owned()], 8).is_empty());
+    }
+
+    #[test]
+    fn candidates_sharing_pieces() {
+        // Many candidates with the same 8-byte pieces: probe chains hold several entries with the
+        // same key, and every one must be confirmed on its own.
+        let c: Vec<String> = (0..40)
+            .map(|k| {
+                let mut x = "0".repeat(LEN);
+                x.replace_range(k % LEN..k % LEN + 1, if k < LEN { "z" } else { "y" });
+                x
+            })
+            .collect();
+        let mut data = "0".repeat(100);
+        data.push_str(&c[5]);
+        data.push_str(&"0".repeat(40));
+        data.push_str(&c[35]);
+        data.push_str(&"0".repeat(3));
+        let expected = naive(data.as_bytes(), &c);
+        assert!(expected.contains(&c[5]) && expected.contains(&c[35]));
+        for chunk in [1, 3, 8, 31, 32, 33, 1000] {
+            assert_eq!(
+                scan_in_chunks(data.as_bytes(), &c, chunk),
+                expected,
+                "chunk {chunk}"
+            );
+        }
     }
 
     #[test]
