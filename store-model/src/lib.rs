@@ -24,6 +24,7 @@ pub mod hash;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
+pub mod path_info;
 pub mod references;
 pub mod signature;
 pub mod store_path;
