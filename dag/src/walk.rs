@@ -57,6 +57,8 @@ pub enum WalkEvent<'a> {
         executable: bool,
         /// Content size.
         size: u64,
+        /// The raw block holding the whole content, when the file is stored as one block.
+        single_block: Option<Cid>,
     },
     /// File content, in order.
     FileChunk(&'a [u8]),
@@ -280,6 +282,7 @@ impl<'g, G: BlockGet> DagWalker<'g, G> {
                     name: self.name.as_deref(),
                     executable: false,
                     size,
+                    single_block: Some(cid),
                 }))
             }
             Codec::DagPb => {
@@ -309,6 +312,12 @@ impl<'g, G: BlockGet> DagWalker<'g, G> {
                             remaining: size,
                             root: cid,
                         })?;
+                        let single_block = match links.as_slice() {
+                            [only] if inline.is_empty() && only.cid.codec() == Codec::Raw => {
+                                Some(only.cid)
+                            }
+                            _ => None,
+                        };
                         self.push(Frame::FileLevel {
                             cid,
                             links,
@@ -320,6 +329,7 @@ impl<'g, G: BlockGet> DagWalker<'g, G> {
                             name: self.name.as_deref(),
                             executable,
                             size,
+                            single_block,
                         }))
                     }
                 }
@@ -393,6 +403,7 @@ mod tests {
                     name,
                     executable,
                     size,
+                    ..
                 } => Ev::File(name.map(<[u8]>::to_vec), executable, size),
                 WalkEvent::FileChunk(d) => {
                     // Merge chunks: chunk boundaries differ between input and blocks.

@@ -46,6 +46,7 @@ pub fn export_nar(blocks: &BlockStore, root: &Cid, out: impl Write) -> Result<u6
                 name,
                 executable,
                 size,
+                ..
             } => NarEvent::File {
                 name,
                 executable,

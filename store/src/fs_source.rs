@@ -52,11 +52,22 @@ fn list_sorted(fd: &OwnedFd, path: &Path) -> Result<Vec<Vec<u8>>, IngestError> {
 /// Produces the NAR events of the tree at `root` (a file, symlink or directory).
 pub fn produce_from_path(root: &Path, producer: &mut Producer) -> Result<(), IngestError> {
     let (parent, base) = match (root.parent(), root.file_name()) {
-        (Some(p), Some(b)) => (if p.as_os_str().is_empty() { Path::new(".") } else { p }, b),
+        (Some(p), Some(b)) => (
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            },
+            b,
+        ),
         _ => (root, std::ffi::OsStr::new(".")),
     };
-    let parent_fd = rustix::fs::open(parent, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| io_err("opening", parent, e))?;
+    let parent_fd = rustix::fs::open(
+        parent,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_err("opening", parent, e))?;
     let mut stack: Vec<Frame> = Vec::new();
     if let Some(frame) = node(&parent_fd, base.as_bytes(), root, None, producer)? {
         stack.push(frame);
@@ -93,13 +104,20 @@ fn node(
     entry_name: Option<&[u8]>,
     producer: &mut Producer,
 ) -> Result<Option<Frame>, IngestError> {
-    let c_name = std::ffi::CString::new(name).map_err(|e| io_err("naming", path, std::io::Error::other(e)))?;
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|e| io_err("naming", path, std::io::Error::other(e)))?;
     let c_name: &CStr = &c_name;
-    let st = rustix::fs::statat(dir, c_name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_err("getting status of", path, e))?;
+    let st = rustix::fs::statat(dir, c_name, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| io_err("getting status of", path, e))?;
     match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => {
-            let fd = rustix::fs::openat(dir, c_name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                .map_err(|e| io_err("opening", path, e))?;
+            let fd = rustix::fs::openat(
+                dir,
+                c_name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| io_err("opening", path, e))?;
             let executable = st.st_mode & 0o100 != 0;
             let size = st.st_size as u64;
             producer.file(entry_name, executable, size)?;
@@ -112,7 +130,11 @@ fn node(
                 let mut filled = 0;
                 while filled < want {
                     match file.read(&mut buf[filled..]) {
-                        Ok(0) => return Err(IngestError::Changed { path: path.display().to_string() }),
+                        Ok(0) => {
+                            return Err(IngestError::Changed {
+                                path: path.display().to_string(),
+                            });
+                        }
                         Ok(n) => filled += n,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(io_err("reading", path, e)),
@@ -124,13 +146,16 @@ fn node(
             // A file that grew is as wrong as one that shrank.
             let mut probe = [0u8; 1];
             if matches!(file.read(&mut probe), Ok(n) if n > 0) {
-                return Err(IngestError::Changed { path: path.display().to_string() });
+                return Err(IngestError::Changed {
+                    path: path.display().to_string(),
+                });
             }
             producer.file_end()?;
             Ok(None)
         }
         FileType::Symlink => {
-            let target = rustix::fs::readlinkat(dir, c_name, Vec::new()).map_err(|e| io_err("reading link", path, e))?;
+            let target = rustix::fs::readlinkat(dir, c_name, Vec::new())
+                .map_err(|e| io_err("reading link", path, e))?;
             producer.symlink(entry_name, target.as_bytes())?;
             Ok(None)
         }
@@ -151,6 +176,8 @@ fn node(
                 next: 0,
             }))
         }
-        _ => Err(IngestError::UnsupportedType { path: path.display().to_string() }),
+        _ => Err(IngestError::UnsupportedType {
+            path: path.display().to_string(),
+        }),
     }
 }

@@ -149,7 +149,12 @@ impl Producer {
     }
 
     /// A file begins.
-    pub fn file(&mut self, name: Option<&[u8]>, executable: bool, size: u64) -> Result<(), IngestError> {
+    pub fn file(
+        &mut self,
+        name: Option<&[u8]>,
+        executable: bool,
+        size: u64,
+    ) -> Result<(), IngestError> {
         self.nar.write_event(&NarEvent::File {
             name,
             executable,
@@ -264,11 +269,12 @@ pub fn ingest<T>(
         };
         let (value, b) = value;
         let digest = nar.finish()?;
-        let references = digest
-            .scanner
-            .map(|s| s.found())
-            .unwrap_or_default();
-        debug!(nar_size = digest.size, new_blocks = b.new_blocks, "ingested");
+        let references = digest.scanner.map(|s| s.found()).unwrap_or_default();
+        debug!(
+            nar_size = digest.size,
+            new_blocks = b.new_blocks,
+            "ingested"
+        );
         Ok((
             Ingested {
                 root: b.root,

@@ -13,6 +13,7 @@
 pub mod export;
 pub mod fs_source;
 pub mod ingest;
+pub mod tree;
 pub mod verify;
 
 use std::collections::BTreeSet;
@@ -214,13 +215,9 @@ impl Store {
         let ingested = self
             .ingest_tree(fs_path.to_owned(), IngestOptions::default())
             .await?;
-        let path = self.store_dir().make_fixed_output_path(
-            &name,
-            true,
-            &ingested.nar_hash,
-            [],
-            false,
-        )?;
+        let path =
+            self.store_dir()
+                .make_fixed_output_path(&name, true, &ingested.nar_hash, [], false)?;
         let ca = ContentAddress::new(ContentAddressMethod::NixArchive, ingested.nar_hash.clone());
         self.register(path.clone(), &ingested, BTreeSet::new(), Some(ca))
             .await?;
