@@ -5,6 +5,7 @@
 //! pkgchain store dump STORE-PATH   the NAR on stdout
 //! pkgchain store cat PATH          a file's contents (PATH may point inside a store path)
 //! pkgchain store ls [-l] [-R] PATH list a directory inside a store path
+//! pkgchain store blocks STORE-PATH the blocks a path consists of
 //! pkgchain store verify            check every block and every NAR hash
 //! pkgchain store mount             serve the store view until SIGINT/SIGTERM
 //! pkgchain store stats             paths, blocks, bytes and dedup
@@ -91,6 +92,11 @@ enum StoreCommand {
         /// List subdirectories too.
         #[arg(short = 'R', long)]
         recursive: bool,
+    },
+    /// List the blocks (CID, size) a store path consists of.
+    Blocks {
+        /// A store path.
+        path: String,
     },
     /// Check every block of every valid path and every NAR hash; exit 1 on problems.
     Verify,
@@ -222,6 +228,17 @@ async fn run_store(
             let root = store.root_of(&p).await?;
             let s = store.clone();
             tokio::task::spawn_blocking(move || ls(&s, &root, &sub, long, recursive)).await??;
+        }
+        StoreCommand::Blocks { path } => {
+            let p = store.parse_path(&path)?;
+            if !store.db().is_valid(&p).await? {
+                anyhow::bail!("path '{path}' is not valid");
+            }
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            for (cid, size) in store.db().path_blocks(&p).await? {
+                writeln!(out, "{cid} {size} {}", store.blocks().path_of(&cid).display())?;
+            }
+            out.flush()?;
         }
         StoreCommand::Verify => {
             let report = store.verify().await?;
