@@ -116,6 +116,29 @@ pub fn materialise_path(
     if staging_path.symlink_metadata().is_ok() {
         remove_tree(&staging_path)?;
     }
+    let result = write_tree(store, &dir_fd, store_dir, &staging, root, base_name);
+    if let Err(e) = result {
+        // Leave nothing half-written behind.
+        if let Err(cleanup) = remove_tree(&staging_path) {
+            warn!(error = %cleanup, "cannot remove staging after a failed materialisation");
+        }
+        return Err(e);
+    }
+    rustix::fs::renameat(&dir_fd, staging.as_str(), &dir_fd, base_name)
+        .map_err(|e| io("renaming into place", &final_path, e))?;
+    debug!("materialised");
+    Ok(true)
+}
+
+/// Writes the DAG rooted at `root` as `staging` inside the store directory.
+fn write_tree(
+    store: &Store,
+    dir_fd: &OwnedFd,
+    store_dir: &Path,
+    staging: &str,
+    root: &Cid,
+    base_name: &str,
+) -> Result<(), MaterialiseError> {
     let getter = Verified(store);
     let mut walker = DagWalker::new(&getter, *root, pkgchain_store::export::MAX_DAG_DEPTH);
     // (directory fd, path) of every open directory; the root's parent is the store dir.
@@ -129,7 +152,7 @@ pub fn materialise_path(
     while let Some(event) = walker.next_event().map_err(dag_err)? {
         let (parent_fd, parent_path) = match dirs.last() {
             Some((fd, p)) => (fd, p.clone()),
-            None => (&dir_fd, store_dir.to_owned()),
+            None => (dir_fd, store_dir.to_owned()),
         };
         let entry = |name: Option<&[u8]>| -> Vec<u8> {
             name.map_or_else(|| staging.as_bytes().to_vec(), <[u8]>::to_vec)
@@ -226,10 +249,7 @@ pub fn materialise_path(
             }
         }
     }
-    rustix::fs::renameat(&dir_fd, staging.as_str(), &dir_fd, base_name)
-        .map_err(|e| io("renaming into place", &final_path, e))?;
-    debug!("materialised");
-    Ok(true)
+    Ok(())
 }
 
 /// Makes a tree writable again and removes it (staging leftovers, paths no longer valid).

@@ -286,3 +286,179 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use pkgchain_store_model::hash::{Hash, HashAlgo};
+    use pkgchain_store_model::nar::{NarReader, NarWriter};
+
+    use super::*;
+
+    fn sample_tree(root: &Path) {
+        std::fs::create_dir_all(root.join("sub/empty")).expect("dirs");
+        std::fs::write(root.join("a.txt"), b"hello").expect("file");
+        std::fs::write(root.join("empty"), b"").expect("empty");
+        let big: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+            .collect();
+        std::fs::write(root.join("sub/big"), &big).expect("big");
+        std::fs::write(root.join("run"), b"#!/bin/sh\n").expect("exe");
+        std::fs::set_permissions(root.join("run"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        symlink("a.txt", root.join("link")).expect("link");
+        std::fs::write(
+            root.join("refers"),
+            b"uses /nix/store/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-dep/bin/x",
+        )
+        .expect("refers");
+    }
+
+    async fn open_store(dir: &Path) -> Store {
+        Store::open(StoreConfig {
+            store_dir: StoreDir::default(),
+            db_file: dir.join("db/store.sqlite"),
+            blocks_dir: dir.join("blocks"),
+        })
+        .await
+        .expect("open store")
+    }
+
+    /// The NAR of a tree as our own walker and writer produce it.
+    fn nar_of_tree(store: &Store, tree: &Path) -> Vec<u8> {
+        // Ingesting and exporting is one way; a direct NarWriter over the FS walk is another.
+        let (ingested, ()) = ingest::ingest(store.blocks(), &IngestOptions::default(), |p| {
+            fs_source::produce_from_path(tree, p)
+        })
+        .expect("ingest");
+        let mut out = Vec::new();
+        export::export_nar(store.blocks(), &ingested.root, &mut out).expect("export");
+        assert_eq!(Hash::digest(HashAlgo::Sha256, &out), ingested.nar_hash);
+        assert_eq!(out.len() as u64, ingested.nar_size);
+        out
+    }
+
+    #[tokio::test]
+    async fn tree_and_nar_ingest_agree_and_export_round_trips() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = dir.path().join("tree");
+        sample_tree(&tree);
+        let store = open_store(dir.path()).await;
+        let nar = nar_of_tree(&store, &tree);
+        // Feed that NAR (followed by unrelated bytes) through the NAR path of ingest.
+        let mut input = nar.clone();
+        input.extend_from_slice(b"TRAILER");
+        let (ingested, rest) = ingest::ingest(store.blocks(), &IngestOptions::default(), |p| {
+            ingest::produce_from_nar(NarReader::new(Cursor::new(&input[..])), p)
+        })
+        .expect("ingest NAR");
+        assert_eq!(ingested.nar_hash, Hash::digest(HashAlgo::Sha256, &nar));
+        assert_eq!(
+            &input[rest.position() as usize..],
+            b"TRAILER",
+            "read past the NAR"
+        );
+        // Round trip through the NAR writer too.
+        let mut reader = NarReader::new(Cursor::new(&nar[..]));
+        let mut writer = NarWriter::new(Vec::new());
+        while let Some(e) = reader.next_event().expect("read") {
+            writer.write_event(&e).expect("write");
+        }
+        assert_eq!(writer.finish().expect("finish"), nar);
+    }
+
+    #[tokio::test]
+    async fn add_path_registers_a_source_path_with_its_blocks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = dir.path().join("tree");
+        sample_tree(&tree);
+        let store = open_store(dir.path()).await;
+        let path = store.add_path(&tree, None).await.expect("add");
+        let info = store
+            .db()
+            .path_info(&path)
+            .await
+            .expect("query")
+            .expect("valid");
+        assert_eq!(
+            path,
+            store
+                .store_dir()
+                .make_fixed_output_path("tree", true, &info.nar_hash, [], false)
+                .expect("path")
+        );
+        assert_eq!(
+            info.ca.as_deref(),
+            Some(format!("fixed:r:{}", info.nar_hash.to_nix32_prefixed()).as_str())
+        );
+        let blocks = store.db().path_blocks(&path).await.expect("blocks");
+        assert!(blocks.len() > 5);
+        for (cid, _) in &blocks {
+            assert!(store.blocks().contains(cid).expect("contains"));
+        }
+        let report = store.verify().await.expect("verify");
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        // Adding again writes nothing new.
+        let again = store
+            .ingest_tree(tree.clone(), IngestOptions::default())
+            .await
+            .expect("again");
+        assert_eq!(again.new_blocks, 0);
+    }
+
+    #[tokio::test]
+    async fn reference_scanning_finds_candidates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = dir.path().join("tree");
+        sample_tree(&tree);
+        let store = open_store(dir.path()).await;
+        let dep = StorePath::from_base_name("g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-dep").expect("dep");
+        let other =
+            StorePath::from_base_name("00000000000000000000000000000000-other").expect("other");
+        let ingested = store
+            .ingest_tree(
+                tree,
+                IngestOptions {
+                    reference_candidates: vec![dep.clone(), other],
+                },
+            )
+            .await
+            .expect("ingest");
+        assert_eq!(ingested.references, BTreeSet::from([dep]));
+    }
+
+    #[tokio::test]
+    async fn bad_input_registers_nothing_and_leaves_no_staging() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = dir.path().join("tree");
+        sample_tree(&tree);
+        let store = open_store(dir.path()).await;
+        let nar = nar_of_tree(&store, &tree);
+        let before = store.stats().await.expect("stats");
+        // A truncated NAR and one that lies about a file's size.
+        let truncated = &nar[..nar.len() / 2];
+        let err = ingest::ingest(store.blocks(), &IngestOptions::default(), |p| {
+            ingest::produce_from_nar(NarReader::new(Cursor::new(truncated)), p)
+        })
+        .expect_err("truncated NAR");
+        assert!(err.to_string().contains("end of"), "{err}");
+        let fifo = dir.path().join("with-fifo");
+        std::fs::create_dir_all(&fifo).expect("dir");
+        let status = std::process::Command::new("mkfifo")
+            .arg(fifo.join("pipe"))
+            .status()
+            .expect("mkfifo");
+        assert!(status.success());
+        let err = store.add_path(&fifo, None).await.expect_err("fifo");
+        assert!(err.to_string().contains("unsupported type"), "{err}");
+        assert!(err.to_string().contains("pipe"), "{err}");
+        let after = store.stats().await.expect("stats");
+        assert_eq!(before.db, after.db, "nothing may be registered");
+        let staging = std::fs::read_dir(dir.path().join("blocks/.tmp"))
+            .expect("staging")
+            .count();
+        assert_eq!(staging, 0, "staging left behind");
+    }
+}

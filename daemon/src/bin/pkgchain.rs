@@ -236,7 +236,11 @@ async fn run_store(
             }
             let mut out = std::io::BufWriter::new(std::io::stdout());
             for (cid, size) in store.db().path_blocks(&p).await? {
-                writeln!(out, "{cid} {size} {}", store.blocks().path_of(&cid).display())?;
+                writeln!(
+                    out,
+                    "{cid} {size} {}",
+                    store.blocks().path_of(&cid).display()
+                )?;
             }
             out.flush()?;
         }
