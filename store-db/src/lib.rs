@@ -176,7 +176,7 @@ impl StoreDb {
             match self.try_register(paths).await {
                 Err(DbError::Sql(e)) if is_busy(&e) => {
                     attempt += 1;
-                    if attempt % 100 == 0 {
+                    if attempt.is_multiple_of(100) {
                         warn!(attempt, "metadata database still locked by another process");
                     }
                     tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt.min(20))))

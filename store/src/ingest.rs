@@ -167,7 +167,7 @@ impl Producer {
         })
     }
 
-    /// An empty buffer (capacity [`DATA_BUFFER`]) to fill with file contents.
+    /// An empty buffer (capacity 1 MiB) to fill with file contents.
     pub fn buffer(&mut self) -> Vec<u8> {
         match self.free.try_recv() {
             Ok(mut b) => {
@@ -358,10 +358,7 @@ pub fn produce_from_nar<R: io::Read>(
 ) -> Result<R, IngestError> {
     let mut reader = reader;
     let mut pending: Option<Vec<u8>> = None;
-    loop {
-        let Some(event) = reader.next_event()? else {
-            break;
-        };
+    while let Some(event) = reader.next_event()? {
         match event {
             NarEvent::File {
                 name,

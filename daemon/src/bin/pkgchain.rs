@@ -105,7 +105,7 @@ enum StoreCommand {
         /// auto, fuse or materialised.
         #[arg(long, default_value = "auto", env = "PKGCHAIN_STORE_VIEW")]
         view: ViewMode,
-        /// Do not mount the CID view at <ipfs dir>/store.
+        /// Do not mount the CID view at `<ipfs dir>/store`.
         #[arg(long)]
         no_ipfs: bool,
     },
