@@ -1,7 +1,7 @@
 //! Package chain's block store on disk.
 //!
-//! One block is one read-only file (`0444`, mtime 1 like Nix's store files, so the
-//! materialised view can hard-link it) at `<root>/<shard>/<cid>`, where `<shard>` is the
+//! One block is one read-only file (`0444`, like Nix's store files, so the materialised view
+//! can hard-link it) at `<root>/<shard>/<cid>`, where `<shard>` is the
 //! next-to-last two characters of the CID's text (1,024 shards, as go-ipfs' flatfs does).
 //!
 //! Writes go through a [`WriteBatch`]: each new block is written to a private staging directory
@@ -19,14 +19,14 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pkgchain_dag::Cid;
 use pkgchain_dag::layout::MAX_BLOCK_SIZE;
-use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use thiserror::Error;
 use tracing::{debug, warn};
 
@@ -376,18 +376,6 @@ impl WriteBatch<'_> {
         let mut file = File::from(fd);
         file.write_all(data)
             .map_err(|e| BlockError::io("writing", path(), e))?;
-        let one = Timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        };
-        rustix::fs::futimens(
-            file.as_fd(),
-            &Timestamps {
-                last_access: one,
-                last_modification: one,
-            },
-        )
-        .map_err(|e| BlockError::io("setting times of", path(), e))?;
         drop(file);
         self.seen.insert(*cid);
         self.staged.push(*cid);
@@ -465,7 +453,7 @@ impl Drop for WriteBatch<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
 
     use pkgchain_dag::Codec;
 
@@ -487,7 +475,6 @@ mod tests {
         assert_eq!(store.read(&cid).expect("read"), b"hello");
         let meta = std::fs::metadata(store.path_of(&cid)).expect("stat");
         assert_eq!(meta.permissions().mode() & 0o777, 0o444);
-        assert_eq!(meta.mtime(), 1);
         let mut again = store.batch().expect("batch");
         assert!(!again.put(&cid, b"hello").expect("put existing"));
         drop(again);

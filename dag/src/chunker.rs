@@ -17,6 +17,10 @@ pub struct Chunker {
     buf: Vec<u8>,
     start: usize,
     single: bool,
+    /// Announced size of the current file.
+    size: u64,
+    /// A single-block file already emitted straight from the caller's buffer.
+    emitted: bool,
     masks: (u64, u64),
 }
 
@@ -29,6 +33,8 @@ impl Chunker {
             buf: Vec::with_capacity(capacity),
             start: 0,
             single,
+            size,
+            emitted: false,
             masks: select_masks(CDC_AVG, Normalization::Level1),
         }
     }
@@ -38,6 +44,8 @@ impl Chunker {
         self.buf.clear();
         self.start = 0;
         self.single = size <= SINGLE_BLOCK_MAX;
+        self.size = size;
+        self.emitted = false;
         if !self.single {
             self.buf.reserve(2 * GATHER);
         }
@@ -50,6 +58,11 @@ impl Chunker {
         mut emit: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         if self.single {
+            // The usual case: the whole small file in one piece, emitted without a copy.
+            if self.buf.is_empty() && !self.emitted && data.len() as u64 == self.size {
+                self.emitted = true;
+                return emit(data);
+            }
             self.buf.extend_from_slice(data);
             return Ok(());
         }
@@ -74,7 +87,10 @@ impl Chunker {
     /// Emits the remaining chunks at the end of the file.
     pub fn finish<E>(&mut self, mut emit: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
         if self.single {
-            emit(&self.buf)?;
+            if !self.emitted {
+                emit(&self.buf)?;
+            }
+            self.emitted = false;
         } else {
             while self.start < self.buf.len() {
                 let n = self.cut_len(&self.buf[self.start..]);

@@ -169,13 +169,22 @@ fn write_tree(
                 let c = cname(&n, &path)?;
                 if let (Some(block), false) = (single_block, executable) {
                     let block_path = store.blocks().path_of(&block);
-                    match rustix::fs::linkat(
+                    // Store files have mtime 1; the block file is the same inode once linked.
+                    let stamped = rustix::fs::utimensat(
                         rustix::fs::CWD,
                         &block_path,
-                        parent_fd,
-                        c.as_c_str(),
+                        &STORE_TIMES,
                         AtFlags::empty(),
-                    ) {
+                    );
+                    match stamped.and_then(|()| {
+                        rustix::fs::linkat(
+                            rustix::fs::CWD,
+                            &block_path,
+                            parent_fd,
+                            c.as_c_str(),
+                            AtFlags::empty(),
+                        )
+                    }) {
                         Ok(()) => {
                             skipping_linked = true;
                             continue;
