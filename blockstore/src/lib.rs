@@ -335,6 +335,14 @@ impl BlockStore {
     }
 }
 
+/// DAG walks read through the store: every block is checked against its CID.
+impl pkgchain_dag::walk::BlockGet for BlockStore {
+    type Error = BlockError;
+    fn get(&self, cid: &Cid) -> Result<Vec<u8>, BlockError> {
+        self.read(cid)
+    }
+}
+
 fn unique_suffix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

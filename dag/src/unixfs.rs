@@ -354,9 +354,13 @@ impl<'a> DataFields<'a> {
     }
 }
 
-/// Whether a CID names a block that is, by itself, a whole non-executable file.
-pub fn is_raw_file(cid: &Cid) -> bool {
-    cid.codec() == Codec::Raw
+/// The raw block holding a File node's whole content, when there is exactly one (no inline
+/// data, one raw link): such a file can be served straight from that block's file.
+pub fn single_block(inline: &[u8], links: &[FileLink]) -> Option<Cid> {
+    match links {
+        [only] if inline.is_empty() && only.cid.codec() == Codec::Raw => Some(only.cid),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -312,12 +312,7 @@ impl<'g, G: BlockGet> DagWalker<'g, G> {
                             remaining: size,
                             root: cid,
                         })?;
-                        let single_block = match links.as_slice() {
-                            [only] if inline.is_empty() && only.cid.codec() == Codec::Raw => {
-                                Some(only.cid)
-                            }
-                            _ => None,
-                        };
+                        let single_block = crate::unixfs::single_block(&inline, &links);
                         self.push(Frame::FileLevel {
                             cid,
                             links,

@@ -280,12 +280,7 @@ impl ViewFs {
                     cid,
                     size: *size,
                     executable: *executable,
-                    single: match links.as_slice() {
-                        [only] if inline.is_empty() && only.cid.codec() == Codec::Raw => {
-                            Some(only.cid)
-                        }
-                        _ => None,
-                    },
+                    single: pkgchain_dag::unixfs::single_block(inline, links),
                 },
             }),
         }
@@ -332,11 +327,14 @@ impl ViewFs {
         }
     }
 
-    fn get(&self, ino: u64) -> Result<Kind, FsError> {
-        let inodes = self
-            .inodes
+    fn inodes_read(&self) -> Result<std::sync::RwLockReadGuard<'_, HashMap<u64, Inode>>, FsError> {
+        self.inodes
             .read()
-            .map_err(|_| FsError::Io("inode table poisoned".into()))?;
+            .map_err(|_| FsError::Io("inode table poisoned".into()))
+    }
+
+    fn get(&self, ino: u64) -> Result<Kind, FsError> {
+        let inodes = self.inodes_read()?;
         inodes
             .get(&ino)
             .map(|i| i.kind.clone())
@@ -418,10 +416,7 @@ impl ViewFs {
 
     fn listing(&self, ino: u64) -> Result<Listing, FsError> {
         let parent = {
-            let inodes = self
-                .inodes
-                .read()
-                .map_err(|_| FsError::Io("inode table poisoned".into()))?;
+            let inodes = self.inodes_read()?;
             inodes
                 .get(&ino)
                 .map(|i| i.parent)

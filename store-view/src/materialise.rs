@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use pkgchain_blockstore::BlockError;
 use pkgchain_dag::Cid;
-use pkgchain_dag::walk::{BlockGet, DagWalker, WalkError, WalkEvent};
+use pkgchain_dag::walk::{DagWalker, WalkError, WalkEvent};
 use pkgchain_store::Store;
 use pkgchain_store_model::store_path::StorePath;
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
@@ -64,15 +64,6 @@ fn io(op: &'static str, path: &Path, e: impl Into<std::io::Error>) -> Materialis
         op,
         path: path.to_owned(),
         source: e.into(),
-    }
-}
-
-struct Verified<'a>(&'a Store);
-
-impl BlockGet for Verified<'_> {
-    type Error = BlockError;
-    fn get(&self, cid: &Cid) -> Result<Vec<u8>, BlockError> {
-        self.0.blocks().read(cid)
     }
 }
 
@@ -139,8 +130,7 @@ fn write_tree(
     root: &Cid,
     base_name: &str,
 ) -> Result<(), MaterialiseError> {
-    let getter = Verified(store);
-    let mut walker = DagWalker::new(&getter, *root, pkgchain_store::export::MAX_DAG_DEPTH);
+    let mut walker = DagWalker::new(store.blocks(), *root, pkgchain_store::export::MAX_DAG_DEPTH);
     // (directory fd, path) of every open directory; the root's parent is the store dir.
     let mut dirs: Vec<(OwnedFd, PathBuf)> = Vec::new();
     let mut file: Option<(File, PathBuf)> = None;

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use pkgchain_blockstore::{BlockError, BlockStore};
 use pkgchain_dag::Cid;
-use pkgchain_dag::walk::{BlockGet, DagWalker, WalkError, WalkEvent};
+use pkgchain_dag::walk::{DagWalker, WalkError, WalkEvent};
 use pkgchain_store_model::nar::{NarError, NarEvent, NarWriter};
 use thiserror::Error;
 
@@ -26,19 +26,9 @@ pub enum ExportError {
     Nar(#[from] NarError),
 }
 
-struct Verified<'a>(&'a BlockStore);
-
-impl BlockGet for Verified<'_> {
-    type Error = BlockError;
-    fn get(&self, cid: &Cid) -> Result<Vec<u8>, BlockError> {
-        self.0.read(cid)
-    }
-}
-
 /// Writes the NAR of the DAG rooted at `root` to `out`; returns the NAR's length.
 pub fn export_nar(blocks: &BlockStore, root: &Cid, out: impl Write) -> Result<u64, ExportError> {
-    let getter = Verified(blocks);
-    let mut walker = DagWalker::new(&getter, *root, MAX_DAG_DEPTH);
+    let mut walker = DagWalker::new(blocks, *root, MAX_DAG_DEPTH);
     let mut writer = NarWriter::new(out);
     while let Some(event) = walker.next_event()? {
         let event = match event {

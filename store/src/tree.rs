@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use pkgchain_blockstore::{BlockError, BlockStore};
-use pkgchain_dag::walk::{BlockGet, DagWalker, WalkError, WalkEvent};
+use pkgchain_dag::walk::{DagWalker, WalkError, WalkEvent};
 use pkgchain_dag::{Cid, Codec, Node};
 use thiserror::Error;
 
@@ -112,15 +112,6 @@ pub fn resolve(blocks: &BlockStore, root: &Cid, subpath: &str) -> Result<Cid, Tr
     Ok(cid)
 }
 
-struct Verified<'a>(&'a BlockStore);
-
-impl BlockGet for Verified<'_> {
-    type Error = BlockError;
-    fn get(&self, cid: &Cid) -> Result<Vec<u8>, BlockError> {
-        self.0.read(cid)
-    }
-}
-
 /// Writes the contents of file `cid` to `out`; returns the byte count.
 pub fn cat(
     blocks: &BlockStore,
@@ -128,8 +119,7 @@ pub fn cat(
     shown: &str,
     mut out: impl Write,
 ) -> Result<u64, TreeError> {
-    let getter = Verified(blocks);
-    let mut walker = DagWalker::new(&getter, *cid, crate::export::MAX_DAG_DEPTH);
+    let mut walker = DagWalker::new(blocks, *cid, crate::export::MAX_DAG_DEPTH);
     let mut written = 0u64;
     while let Some(event) = walker.next_event()? {
         match event {
