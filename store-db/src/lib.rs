@@ -411,6 +411,15 @@ impl StoreDb {
         .collect()
     }
 
+    /// A value that changes whenever paths are registered or removed (count and highest id),
+    /// for views that cache the list of store paths.
+    pub async fn paths_marker(&self) -> Result<(i64, i64), DbError> {
+        let row = sqlx::query("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM ValidPaths")
+            .fetch_one(&self.readers)
+            .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
     /// Totals over the store.
     pub async fn stats(&self) -> Result<Stats, DbError> {
         let row = sqlx::query(

@@ -10,6 +10,7 @@
 //! * [`nar`]: the Nix ARchive format, a bounded iterative streaming reader and a writer.
 //! * [`derivation`]: derivations in ATerm and JSON form, `hashDerivationModulo` and output paths.
 //! * [`narinfo`]: binary-cache `.narinfo` files and path fingerprints.
+//! * [`path_info`]: the JSON forms of path information (`nix path-info --json`, versions 1-3).
 //! * [`signature`]: Ed25519 keys and signatures in the format of
 //!   `nix-store --generate-binary-cache-key`.
 //! * [`references`]: a streaming scanner that finds which candidate store paths a byte stream

@@ -6,20 +6,26 @@
 //!
 //! * Contents never change, so entries and attributes get long kernel cache lifetimes and files
 //!   are opened with `FOPEN_KEEP_CACHE`: a warm read never reaches this process.
-//! * A file stored as one block is checked against its CID when opened and then handed to the
-//!   kernel with FUSE passthrough (Linux 6.9+, root): reads go straight to the block file. Where
-//!   passthrough is unavailable the verified file is read with `pread`.
+//! * A file stored as one block is checked against its CID when first opened and then handed to
+//!   the kernel with FUSE passthrough (Linux 6.9+, root): reads go straight to the block file.
+//!   The backing registration is kept for the inode's life, so opening it again costs this
+//!   process nothing but the reply. Where passthrough is unavailable the verified file is read
+//!   with `pread`.
+//! * Directory listings are cached per directory CID and returned with attributes
+//!   (`readdirplus`), so walking a tree takes one request per directory, not one per entry. The
+//!   size of a file stored as one block comes from its parent's link, not from the block file.
+//! * `FLUSH` is answered with `ENOSYS` (nothing is ever written), so the kernel stops sending it.
 //! * Larger files are read chunk by chunk; every chunk is checked against its CID before a byte
 //!   of it is returned. A block that fails the check makes the read fail with `EIO`; a file
 //!   found corrupt at open is opened in direct-I/O mode so even cached pages are not served.
 //! * Inode numbers are derived from the parent's inode number and the entry name (BLAKE3), so
 //!   they are the same on every mount; the rare collision is resolved by probing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
@@ -27,7 +33,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use fuser::{
     AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
+    Request,
 };
 use pkgchain_blockstore::BlockError;
 use pkgchain_dag::{Cid, Codec, DirEntry, FileLink, Node};
@@ -38,14 +45,18 @@ use tokio::runtime::Handle;
 use tracing::{debug, debug_span, warn};
 
 /// The root inode.
-const ROOT_INO: u64 = 1;
+pub const ROOT_INO: u64 = 1;
 /// How long the kernel may cache entries and attributes (contents never change; deletion by
 /// the garbage collector invalidates explicitly).
 const TTL: Duration = Duration::from_secs(3600);
 /// Decoded nodes kept in memory.
 const NODE_CACHE_ITEMS: usize = 65_536;
 /// Bytes of verified chunks kept in memory.
-const CHUNK_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+const CHUNK_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Directory listings kept in memory.
+const LISTING_CACHE_ITEMS: usize = 16_384;
+/// `fh` of handles without state (passthrough opens, multi-block files).
+const STATELESS_FH: u64 = 0;
 /// Reported block size: large, so `cat`/`cp` read in big pieces.
 const BLKSIZE: u32 = 128 * 1024;
 /// Every time stamp in the store is 1 second after the epoch, as in Nix.
@@ -79,6 +90,14 @@ struct Inode {
     parent: u64,
     name: Box<[u8]>,
     lookups: u64,
+    /// The passthrough registration of a single-block file, kept for the inode's life.
+    backing: Option<Arc<BackingId>>,
+}
+
+/// One entry of a cached directory listing.
+struct Child {
+    name: Box<[u8]>,
+    kind: Kind,
 }
 
 /// A decoded dag-pb node with what reads need precomputed.
@@ -95,10 +114,10 @@ enum Decoded {
     },
 }
 
+/// What a non-passthrough file handle reads from. Passthrough opens and multi-block files need
+/// no handle state (`fh` 0: reads of multi-block files find their CID through the inode).
 enum OpenFile {
-    Passthrough(#[allow(dead_code)] BackingId),
     Single(File),
-    Multi(Cid),
     Corrupt(Cid),
 }
 
@@ -109,15 +128,6 @@ impl Weighter<Cid, Arc<Vec<u8>>> for ChunkWeight {
     fn weight(&self, _key: &Cid, val: &Arc<Vec<u8>>) -> u64 {
         val.len() as u64 + 64
     }
-}
-
-/// Identity of a block file when it was last verified: a changed file is verified again.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    ino: u64,
-    ctime: i64,
-    ctime_nsec: i64,
-    size: u64,
 }
 
 /// Why an operation maps to an errno.
@@ -145,8 +155,12 @@ impl From<BlockError> for FsError {
     }
 }
 
-/// A directory's entries as readdir returns them: inode, type, name.
-type Listing = Vec<(u64, FileType, Box<[u8]>)>;
+/// A directory being listed: its inode, its parent's, and its entries.
+struct DirHandle {
+    ino: u64,
+    parent: u64,
+    children: Arc<Vec<Child>>,
+}
 
 /// The file system; see the module documentation.
 pub struct ViewFs {
@@ -156,10 +170,11 @@ pub struct ViewFs {
     inodes: RwLock<HashMap<u64, Inode>>,
     nodes: Cache<Cid, Arc<Decoded>>,
     chunks: Cache<Cid, Arc<Vec<u8>>, ChunkWeight>,
+    listings: Cache<Cid, Arc<Vec<Child>>>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    dirs: Mutex<HashMap<u64, Arc<Listing>>>,
     next_fh: AtomicU64,
-    verified: Mutex<HashMap<Cid, Stamp>>,
+    /// Blocks checked against their CID since the mount (each is checked when first opened).
+    verified: Mutex<HashSet<Cid>>,
     passthrough: AtomicBool,
 }
 
@@ -211,6 +226,7 @@ impl ViewFs {
                 parent: ROOT_INO,
                 name: Box::from(&b""[..]),
                 lookups: 1,
+                backing: None,
             },
         );
         ViewFs {
@@ -220,10 +236,10 @@ impl ViewFs {
             inodes: RwLock::new(inodes),
             nodes: Cache::new(NODE_CACHE_ITEMS),
             chunks: Cache::with_weighter(1024, CHUNK_CACHE_BYTES, ChunkWeight),
+            listings: Cache::new(LISTING_CACHE_ITEMS),
             files: Mutex::new(HashMap::new()),
-            dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            verified: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashSet::new()),
             passthrough: AtomicBool::new(false),
         }
     }
@@ -247,22 +263,26 @@ impl ViewFs {
         Ok(data)
     }
 
-    /// The kind of the node a link points at.
-    fn kind_of(&self, cid: Cid) -> Result<Kind, FsError> {
+    /// The kind of the node a link points at. `size_hint` is the link's Tsize: for a raw block
+    /// it is the file's size (checked against the block when the file is opened), which saves
+    /// reading the block file's metadata.
+    fn kind_of(&self, cid: Cid, size_hint: Option<u64>) -> Result<Kind, FsError> {
         match cid.codec() {
             Codec::Raw => {
-                let meta =
-                    std::fs::symlink_metadata(self.store.blocks().path_of(&cid)).map_err(|e| {
-                        match e.kind() {
+                let size = match size_hint {
+                    Some(size) => size,
+                    None => std::fs::symlink_metadata(self.store.blocks().path_of(&cid))
+                        .map_err(|e| match e.kind() {
                             std::io::ErrorKind::NotFound => {
                                 FsError::Io(format!("block {cid} is missing"))
                             }
                             _ => FsError::Io(e.to_string()),
-                        }
-                    })?;
+                        })?
+                        .len(),
+                };
                 Ok(Kind::File {
                     cid,
-                    size: meta.len(),
+                    size,
                     executable: false,
                     single: Some(cid),
                 })
@@ -284,6 +304,51 @@ impl ViewFs {
                 },
             }),
         }
+    }
+
+    /// The entries of directory `cid` with their kinds, cached (a CID's listing never changes).
+    fn children(&self, cid: &Cid) -> Result<Arc<Vec<Child>>, FsError> {
+        if let Some(c) = self.listings.get(cid) {
+            return Ok(c);
+        }
+        let node = self.node(cid)?;
+        let Decoded::Dir(entries) = &*node else {
+            return Err(FsError::NotDir);
+        };
+        let children = entries
+            .iter()
+            .map(|e| {
+                Ok(Child {
+                    name: e.name.clone().into(),
+                    kind: self.kind_of(e.cid, Some(e.tsize))?,
+                })
+            })
+            .collect::<Result<Vec<_>, FsError>>()?;
+        let children = Arc::new(children);
+        self.listings.insert(*cid, children.clone());
+        Ok(children)
+    }
+
+    /// The valid store paths with their kinds (the store directory's listing; never cached, as
+    /// paths come and go).
+    fn store_paths(&self) -> Result<Arc<Vec<Child>>, FsError> {
+        if self.root_kind == RootKind::Cids {
+            return Ok(Arc::new(Vec::new()));
+        }
+        let roots = self
+            .rt
+            .block_on(self.store.db().all_roots())
+            .map_err(|e| FsError::Io(e.to_string()))?;
+        let children = roots
+            .into_iter()
+            .map(|(name, cid)| {
+                Ok(Child {
+                    kind: self.kind_of(cid, None)?,
+                    name: name.into_bytes().into(),
+                })
+            })
+            .collect::<Result<Vec<_>, FsError>>()?;
+        Ok(Arc::new(children))
     }
 
     fn attr(ino: u64, kind: &Kind) -> FileAttr {
@@ -319,6 +384,11 @@ impl ViewFs {
         }
     }
 
+    /// Attributes of a directory (all directories look alike).
+    fn dir_attr(ino: u64) -> FileAttr {
+        Self::attr(ino, &Kind::Root)
+    }
+
     fn file_type(kind: &Kind) -> FileType {
         match kind {
             Kind::Root | Kind::Dir(_) => FileType::Directory,
@@ -352,7 +422,6 @@ impl ViewFs {
             match inodes.get_mut(&ino) {
                 Some(existing) if existing.parent == parent && &*existing.name == name => {
                     existing.lookups += 1;
-                    existing.kind = kind;
                     return Ok(ino);
                 }
                 Some(_) => ino = ino.wrapping_add(1).max(ROOT_INO + 1),
@@ -364,6 +433,7 @@ impl ViewFs {
                             parent,
                             name: name.into(),
                             lookups: 1,
+                            backing: None,
                         },
                     );
                     return Ok(ino);
@@ -387,7 +457,7 @@ impl ViewFs {
                         .block_on(self.store.db().root_of(name_str))
                         .map_err(|e| FsError::Io(e.to_string()))?
                         .ok_or(FsError::NotFound)?;
-                    self.kind_of(root)
+                    self.kind_of(root, None)
                 }
                 RootKind::Cids => {
                     let cid: Cid = std::str::from_utf8(name)
@@ -397,7 +467,7 @@ impl ViewFs {
                     if !self.store.blocks().contains(&cid)? {
                         return Err(FsError::NotFound);
                     }
-                    self.kind_of(cid)
+                    self.kind_of(cid, None)
                 }
             },
             Kind::Dir(cid) => {
@@ -408,85 +478,58 @@ impl ViewFs {
                 let i = entries
                     .binary_search_by(|e| e.name.as_slice().cmp(name))
                     .map_err(|_| FsError::NotFound)?;
-                self.kind_of(entries[i].cid)
+                self.kind_of(entries[i].cid, Some(entries[i].tsize))
             }
             _ => Err(FsError::NotDir),
         }
     }
 
-    fn listing(&self, ino: u64) -> Result<Listing, FsError> {
-        let parent = {
+    fn open_dir(&self, ino: u64) -> Result<DirHandle, FsError> {
+        let (kind, parent) = {
             let inodes = self.inodes_read()?;
-            inodes
-                .get(&ino)
-                .map(|i| i.parent)
-                .ok_or(FsError::NotFound)?
+            let i = inodes.get(&ino).ok_or(FsError::NotFound)?;
+            (i.kind.clone(), i.parent)
         };
-        let mut out: Listing = vec![
-            (ino, FileType::Directory, Box::from(&b"."[..])),
-            (parent, FileType::Directory, Box::from(&b".."[..])),
-        ];
-        match self.get(ino)? {
-            Kind::Root => {
-                if self.root_kind == RootKind::StorePaths {
-                    let roots = self
-                        .rt
-                        .block_on(self.store.db().all_roots())
-                        .map_err(|e| FsError::Io(e.to_string()))?;
-                    for (name, cid) in roots {
-                        let kind = self.kind_of(cid)?;
-                        out.push((
-                            child_ino(ino, name.as_bytes()),
-                            Self::file_type(&kind),
-                            name.into_bytes().into(),
-                        ));
-                    }
-                }
-            }
-            Kind::Dir(cid) => {
-                let node = self.node(&cid)?;
-                let Decoded::Dir(entries) = &*node else {
-                    return Err(FsError::NotDir);
-                };
-                for e in entries {
-                    let kind = self.kind_of(e.cid)?;
-                    out.push((
-                        child_ino(ino, &e.name),
-                        Self::file_type(&kind),
-                        e.name.clone().into(),
-                    ));
-                }
-            }
+        let children = match kind {
+            Kind::Root => self.store_paths()?,
+            Kind::Dir(cid) => self.children(&cid)?,
             _ => return Err(FsError::NotDir),
-        }
-        Ok(out)
+        };
+        Ok(DirHandle {
+            ino,
+            parent,
+            children,
+        })
     }
 
-    /// Verifies a single-block file's block and returns the open file.
-    fn open_single(&self, cid: &Cid) -> Result<File, FsError> {
-        let path = self.store.blocks().path_of(cid);
-        let meta = std::fs::metadata(&path)
-            .map_err(|e| FsError::Io(format!("{}: {e}", path.display())))?;
-        let stamp = Stamp {
-            ino: meta.ino(),
-            ctime: meta.ctime(),
-            ctime_nsec: meta.ctime_nsec(),
-            size: meta.len(),
-        };
+    /// Opens a single-block file's block, checking it against its CID and its expected size
+    /// the first time it is opened since the mount.
+    fn open_single(&self, cid: &Cid, size: u64) -> Result<File, FsError> {
         let known = self
             .verified
             .lock()
-            .map(|v| v.get(cid) == Some(&stamp))
+            .map(|v| v.contains(cid))
             .unwrap_or(false);
-        if known {
-            return File::open(&path).map_err(|e| FsError::Io(e.to_string()));
-        }
-        let file = self.store.blocks().open_verified(cid)?;
-        if let Ok(mut v) = self.verified.lock() {
-            if v.len() > 1_000_000 {
-                v.clear();
+        let file = if known {
+            File::open(self.store.blocks().path_of(cid)).map_err(|e| FsError::Io(e.to_string()))?
+        } else {
+            let file = self.store.blocks().open_verified(cid)?;
+            if let Ok(mut v) = self.verified.lock() {
+                if v.len() > 1_000_000 {
+                    v.clear();
+                }
+                v.insert(*cid);
             }
-            v.insert(*cid, stamp);
+            file
+        };
+        let len = file
+            .metadata()
+            .map_err(|e| FsError::Io(e.to_string()))?
+            .len();
+        if len != size {
+            return Err(FsError::Io(format!(
+                "block {cid} holds {len} bytes but its directory says {size}"
+            )));
         }
         Ok(file)
     }
@@ -553,6 +596,22 @@ impl ViewFs {
         Ok(out)
     }
 
+    /// Drops `nlookup` references; the inode (and its passthrough registration) goes with the
+    /// last one.
+    fn forget_ino(&self, ino: u64, nlookup: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        if let Ok(mut inodes) = self.inodes.write()
+            && let Some(i) = inodes.get_mut(&ino)
+        {
+            i.lookups = i.lookups.saturating_sub(nlookup);
+            if i.lookups == 0 {
+                inodes.remove(&ino);
+            }
+        }
+    }
+
     fn new_fh(&self) -> u64 {
         self.next_fh.fetch_add(1, Ordering::Relaxed)
     }
@@ -560,7 +619,10 @@ impl ViewFs {
 
 impl Filesystem for ViewFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let wanted = InitFlags::FUSE_CACHE_SYMLINKS | InitFlags::FUSE_PARALLEL_DIROPS;
+        let wanted = InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO;
         if let Err(unsupported) = config.add_capabilities(wanted) {
             debug!(?unsupported, "kernel lacks some FUSE capabilities");
         }
@@ -600,17 +662,7 @@ impl Filesystem for ViewFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        if ino.0 == ROOT_INO {
-            return;
-        }
-        if let Ok(mut inodes) = self.inodes.write()
-            && let Some(i) = inodes.get_mut(&ino.0)
-        {
-            i.lookups = i.lookups.saturating_sub(nlookup);
-            if i.lookups == 0 {
-                inodes.remove(&ino.0);
-            }
-        }
+        self.forget_ino(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -630,67 +682,80 @@ impl Filesystem for ViewFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _span = debug_span!("fuse_open", ino = ino.0).entered();
-        if flags.0 & (libc_o_accmode()) != 0 {
+        if flags.0 & O_ACCMODE != 0 {
             // Not O_RDONLY: the store is read-only.
-            reply.error(Errno::EROFS);
-            return;
+            return reply.error(Errno::EROFS);
         }
-        let kind = match self.get(ino.0) {
+        let (kind, backing) = match self.inodes_read().and_then(|inodes| {
+            inodes
+                .get(&ino.0)
+                .map(|i| (i.kind.clone(), i.backing.clone()))
+                .ok_or(FsError::NotFound)
+        }) {
             Ok(k) => k,
             Err(e) => return reply.error(e.errno()),
         };
-        let Kind::File { cid, single, .. } = kind else {
+        let Kind::File { single, size, .. } = kind else {
             return reply.error(FsError::IsDir.errno());
         };
-        let fh = self.new_fh();
-        let (handle, flags) = match single {
-            Some(block) => match self.open_single(&block) {
-                Ok(file) => {
-                    if self.passthrough.load(Ordering::Relaxed) {
-                        match reply.open_backing(&file) {
-                            Ok(backing) => {
-                                let handle = Arc::new(OpenFile::Passthrough(backing));
-                                if let Ok(mut files) = self.files.lock() {
-                                    files.insert(fh, handle.clone());
-                                }
-                                if let OpenFile::Passthrough(b) = &*handle {
-                                    // No FOPEN_KEEP_CACHE: the kernel refuses it together with
-                                    // passthrough (open fails with EIO), and the page cache
-                                    // is the block file's anyway.
-                                    reply.opened_passthrough(
-                                        FileHandle(fh),
-                                        FopenFlags::empty(),
-                                        b,
-                                    );
-                                }
-                                return;
-                            }
-                            Err(e) => {
-                                warn!(error = %e, "FUSE passthrough refused; reading through this process");
-                                self.passthrough.store(false, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                    (OpenFile::Single(file), FopenFlags::FOPEN_KEEP_CACHE)
-                }
-                Err(FsError::Io(msg)) => {
-                    warn!(block = %block, error = %msg, "block failed verification at open");
-                    (OpenFile::Corrupt(block), FopenFlags::FOPEN_DIRECT_IO)
-                }
-                Err(e) => return reply.error(e.errno()),
-            },
-            None => (OpenFile::Multi(cid), FopenFlags::FOPEN_KEEP_CACHE),
+        let Some(block) = single else {
+            // Multi-block: reads find the file through the inode and verify every chunk.
+            return reply.opened(FileHandle(STATELESS_FH), FopenFlags::FOPEN_KEEP_CACHE);
         };
-        if let Ok(mut files) = self.files.lock() {
-            files.insert(fh, Arc::new(handle));
+        // No FOPEN_KEEP_CACHE with passthrough: the kernel refuses the combination (open fails
+        // with EIO), and the page cache is the block file's anyway.
+        if let Some(backing) = backing {
+            return reply.opened_passthrough(
+                FileHandle(STATELESS_FH),
+                FopenFlags::empty(),
+                &backing,
+            );
         }
-        reply.opened(FileHandle(fh), flags);
+        let file = match self.open_single(&block, size) {
+            Ok(file) => file,
+            Err(FsError::Io(msg)) => {
+                warn!(block = %block, error = %msg, "block failed verification at open");
+                // Direct I/O, so not even cached pages are served: every read fails.
+                let fh = self.new_fh();
+                if let Ok(mut files) = self.files.lock() {
+                    files.insert(fh, Arc::new(OpenFile::Corrupt(block)));
+                }
+                return reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+            }
+            Err(e) => return reply.error(e.errno()),
+        };
+        if self.passthrough.load(Ordering::Relaxed) {
+            match reply.open_backing(&file) {
+                Ok(backing) => {
+                    let backing = Arc::new(backing);
+                    if let Ok(mut inodes) = self.inodes.write()
+                        && let Some(i) = inodes.get_mut(&ino.0)
+                    {
+                        i.backing = Some(backing.clone());
+                    }
+                    return reply.opened_passthrough(
+                        FileHandle(STATELESS_FH),
+                        FopenFlags::empty(),
+                        &backing,
+                    );
+                }
+                Err(e) => {
+                    warn!(error = %e, "FUSE passthrough refused; reading through this process");
+                    self.passthrough.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        let fh = self.new_fh();
+        if let Ok(mut files) = self.files.lock() {
+            files.insert(fh, Arc::new(OpenFile::Single(file)));
+        }
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
     }
 
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -698,12 +763,25 @@ impl Filesystem for ViewFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if fh.0 == STATELESS_FH {
+            let cid = match self.get(ino.0) {
+                Ok(Kind::File { cid, .. }) => cid,
+                Ok(_) => return reply.error(Errno::EISDIR),
+                Err(e) => return reply.error(e.errno()),
+            };
+            return match self.read_range(&cid, offset, size as usize) {
+                Ok(data) => reply.data(&data),
+                Err(e) => {
+                    if let FsError::Io(msg) = &e {
+                        warn!(file = %cid, error = %msg, "read failed");
+                    }
+                    reply.error(e.errno())
+                }
+            };
+        }
         let handle = self.files.lock().ok().and_then(|f| f.get(&fh.0).cloned());
-        let Some(handle) = handle else {
-            return reply.error(Errno::EBADF);
-        };
-        match &*handle {
-            OpenFile::Single(file) => {
+        match handle.as_deref() {
+            Some(OpenFile::Single(file)) => {
                 let mut buf = vec![0u8; size as usize];
                 let mut filled = 0;
                 while filled < buf.len() {
@@ -716,23 +794,11 @@ impl Filesystem for ViewFs {
                 }
                 reply.data(&buf[..filled]);
             }
-            OpenFile::Multi(cid) => match self.read_range(cid, offset, size as usize) {
-                Ok(data) => reply.data(&data),
-                Err(e) => {
-                    if let FsError::Io(msg) = &e {
-                        warn!(file = %cid, error = %msg, "read failed");
-                    }
-                    reply.error(e.errno());
-                }
-            },
-            OpenFile::Corrupt(cid) => {
+            Some(OpenFile::Corrupt(cid)) => {
                 warn!(block = %cid, "read of a corrupt block refused");
                 reply.error(Errno::EIO);
             }
-            OpenFile::Passthrough(_) => {
-                warn!(fh = fh.0, "read reached a passthrough handle");
-                reply.error(Errno::EIO)
-            }
+            None => reply.error(Errno::EBADF),
         }
     }
 
@@ -746,64 +812,110 @@ impl Filesystem for ViewFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Ok(mut files) = self.files.lock() {
+        if fh.0 != STATELESS_FH
+            && let Ok(mut files) = self.files.lock()
+        {
             files.remove(&fh.0);
         }
         reply.ok();
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _span = debug_span!("fuse_opendir", ino = ino.0).entered();
-        match self.listing(ino.0) {
-            Ok(list) => {
-                let fh = self.new_fh();
-                if let Ok(mut dirs) = self.dirs.lock() {
-                    dirs.insert(fh, Arc::new(list));
-                }
-                reply.opened(
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
-                );
-            }
-            Err(e) => {
-                if let FsError::Io(msg) = &e {
-                    warn!(error = %msg, "listing failed");
-                }
-                reply.error(e.errno());
-            }
-        }
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Zero-message opendir: ENOSYS makes the kernel stop sending OPENDIR and RELEASEDIR and
+        // keep every listing it has read (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR). Directories
+        // inside store paths never change; the store directory's cached listing is invalidated
+        // when paths are added or removed (see `watch_store_dir`).
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let list = self.dirs.lock().ok().and_then(|d| d.get(&fh.0).cloned());
-        let Some(list) = list else {
-            return reply.error(Errno::EBADF);
+        let dir = match self.open_dir(ino.0) {
+            Ok(d) => d,
+            Err(e) => return reply.error(e.errno()),
         };
-        for (i, (ino, kind, name)) in list.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(*ino), i as u64 + 1, *kind, OsStr::from_bytes(name)) {
+        for i in offset as usize..dir.children.len() + 2 {
+            let (ino, kind, name): (u64, FileType, &[u8]) = match i {
+                0 => (dir.ino, FileType::Directory, b"."),
+                1 => (dir.parent, FileType::Directory, b".."),
+                _ => {
+                    let c = &dir.children[i - 2];
+                    (
+                        child_ino(dir.ino, &c.name),
+                        Self::file_type(&c.kind),
+                        &c.name,
+                    )
+                }
+            };
+            if reply.add(INodeNo(ino), i as u64 + 1, kind, OsStr::from_bytes(name)) {
                 break;
             }
         }
         reply.ok();
     }
 
-    fn releasedir(
+    fn readdirplus(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
     ) {
-        if let Ok(mut dirs) = self.dirs.lock() {
-            dirs.remove(&fh.0);
+        let dir = match self.open_dir(ino.0) {
+            Ok(d) => d,
+            Err(e) => return reply.error(e.errno()),
+        };
+        for i in offset as usize..dir.children.len() + 2 {
+            let next = i as u64 + 1;
+            let full = match i {
+                // The kernel takes no lookup reference for `.` and `..`.
+                0 => reply.add(
+                    INodeNo(dir.ino),
+                    next,
+                    ".",
+                    &TTL,
+                    &Self::dir_attr(dir.ino),
+                    Generation(0),
+                ),
+                1 => reply.add(
+                    INodeNo(dir.parent),
+                    next,
+                    "..",
+                    &TTL,
+                    &Self::dir_attr(dir.parent),
+                    Generation(0),
+                ),
+                _ => {
+                    let c = &dir.children[i - 2];
+                    let ino = match self.remember(dir.ino, &c.name, c.kind.clone()) {
+                        Ok(ino) => ino,
+                        Err(e) => return reply.error(e.errno()),
+                    };
+                    let full = reply.add(
+                        INodeNo(ino),
+                        next,
+                        OsStr::from_bytes(&c.name),
+                        &TTL,
+                        &Self::attr(ino, &c.kind),
+                        Generation(0),
+                    );
+                    if full {
+                        // Not sent: the kernel will not forget what it never saw.
+                        self.forget_ino(ino, 1);
+                    }
+                    full
+                }
+            };
+            if full {
+                break;
+            }
         }
         reply.ok();
     }
@@ -816,8 +928,9 @@ impl Filesystem for ViewFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing is ever written, so there is nothing to flush.
-        reply.ok();
+        // Nothing is ever written, so there is nothing to flush; ENOSYS makes the kernel stop
+        // sending FLUSH on every close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn getxattr(
@@ -861,6 +974,4 @@ impl Filesystem for ViewFs {
 }
 
 /// `O_ACCMODE`: the access-mode bits of open flags.
-const fn libc_o_accmode() -> i32 {
-    0o3
-}
+const O_ACCMODE: i32 = 0o3;

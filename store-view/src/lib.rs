@@ -16,6 +16,8 @@ pub mod materialise;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use fuser::{Config, MountOption, SessionACL};
 use pkgchain_store::Store;
@@ -112,6 +114,8 @@ pub fn resolve_mode(mode: ViewMode) -> Result<ViewMode, ViewError> {
 /// Mounted FUSE views; dropping this (or calling [`FuseMounts::unmount`]) unmounts them.
 pub struct FuseMounts {
     sessions: Vec<(PathBuf, fuser::BackgroundSession)>,
+    stop: Arc<AtomicBool>,
+    watchers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl FuseMounts {
@@ -126,6 +130,10 @@ impl FuseMounts {
     /// auto-unmount helper only acts once this process has exited, so waiting for it here
     /// would never end.
     pub fn unmount(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.watchers {
+            let _ = w.join();
+        }
         for (path, session) in self.sessions {
             if let Err(e) = detach(&path) {
                 warn!(mount = %path.display(), error = %e, "detaching the mount failed");
@@ -136,6 +144,27 @@ impl FuseMounts {
                 info!(mount = %path.display(), "unmounted");
             }
         }
+    }
+}
+
+/// The kernel keeps the store directory's listing (zero-message opendir); this drops it
+/// whenever the set of valid paths changes, checking once a second. Lookups of new paths never
+/// wait for it: negative lookups are not cached.
+fn watch_store_dir(store: &Store, rt: &Handle, notifier: &fuser::Notifier, stop: &AtomicBool) {
+    let mut last = None;
+    while !stop.load(Ordering::Relaxed) {
+        match rt.block_on(store.db().paths_marker()) {
+            Ok(marker) => {
+                if last.is_some_and(|l| l != marker)
+                    && let Err(e) = notifier.inval_inode(fuser::INodeNo(fuse::ROOT_INO), 0, 0)
+                {
+                    warn!(error = %e, "cannot invalidate the store directory's listing");
+                }
+                last = Some(marker);
+            }
+            Err(e) => warn!(error = %e, "cannot check for new store paths"),
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
 }
 
@@ -166,6 +195,8 @@ pub fn mount_fuse(
 ) -> Result<FuseMounts, ViewError> {
     let mut mounts = FuseMounts {
         sessions: Vec::new(),
+        stop: Arc::new(AtomicBool::new(false)),
+        watchers: Vec::new(),
     };
     let targets = std::iter::once((store_dir, RootKind::StorePaths))
         .chain(ipfs_store_dir.map(|d| (d, RootKind::Cids)));
@@ -207,6 +238,19 @@ pub fn mount_fuse(
             source,
         })?;
         info!(mount = %dir.display(), ?kind, "FUSE view mounted");
+        if kind == RootKind::StorePaths {
+            let notifier = session.notifier();
+            let (store, rt, stop) = (store.clone(), rt.clone(), mounts.stop.clone());
+            mounts.watchers.push(
+                std::thread::Builder::new()
+                    .name("pkgchain-view-watch".into())
+                    .spawn(move || watch_store_dir(&store, &rt, &notifier, &stop))
+                    .map_err(|source| ViewError::Mount {
+                        path: dir.to_owned(),
+                        source,
+                    })?,
+            );
+        }
         mounts.sessions.push((dir.to_owned(), session));
     }
     Ok(mounts)

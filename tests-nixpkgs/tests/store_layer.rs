@@ -449,3 +449,30 @@ if grep -q ' fuse.pkgchain ' /proc/mounts; then echo STALE; grep pkgchain /proc/
         assert!(out.contains("CLEAN"), "after SIG{signal}: {out}");
     }
 }
+
+#[test]
+fn fuse_view_shows_paths_added_while_mounted() {
+    if !prerequisites(&["unshare"]) {
+        return;
+    }
+    let env = StoreEnv::for_nix_store();
+    env.add(Path::new(DEBIAN_DOC).join("bash").as_path());
+    let extra = scratch_dir("extra");
+    std::fs::write(extra.path().join("greeting"), b"added while mounted\n").expect("file");
+    let script = format!(
+        r#"{start}
+ls /nix/store > /dev/null   # the kernel now holds the store directory's listing
+new=$("$PKGCHAIN" store add '{extra}')
+# A lookup of the new path works at once (negative lookups are not cached) ...
+[ "$(cat "$new/greeting")" = "added while mounted" ]
+# ... and the listing shows it once the watcher has invalidated it.
+for i in $(seq 1 50); do ls /nix/store | grep -q "$(basename "$new")" && break; sleep 0.1; done
+ls /nix/store | grep -q "$(basename "$new")"
+echo "listing updated"
+"#,
+        start = start_view_script("fuse"),
+        extra = extra.path().display()
+    );
+    let out = in_namespace_ok(&script, &env.vars());
+    assert!(out.contains("listing updated"), "{out}");
+}
