@@ -114,13 +114,19 @@ RAW=$WORK/raw.tsv       # section impl wall user sys maxrss_kb
 FACTS=$WORK/facts.txt   # key<TAB>value
 MOUNTS=()               # our mounts, unmounted in reverse order
 FUSE_PID=
-mkdir -p "$TREES" "$N34" "$N28"
+TOP_PID=
+mkdir -p "$TREES" "$N34" "$N28" "$WORK/bin"
+# A private copy: other people's cargo builds must not swap the binary in the middle of the run.
+cp "$PKGCHAIN" "$WORK/bin/pkgchain"
+PKGCHAIN_SRC=$PKGCHAIN
+PKGCHAIN=$WORK/bin/pkgchain
 : > "$RAW"
 : > "$FACTS"
 
 cleanup() {
     local rc=$?
     set +e
+    [ -z "$TOP_PID" ] || kill "$TOP_PID" 2> /dev/null
     if [ -n "$FUSE_PID" ]; then
         kill -TERM "$FUSE_PID" 2> /dev/null
         wait "$FUSE_PID" 2> /dev/null
@@ -145,6 +151,18 @@ trap 'exit 130' INT TERM
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 fact() { printf '%s\t%s\n' "$1" "$2" >> "$FACTS"; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
+cpu_ticks() { head -n1 /proc/stat; } # "cpu user nice system idle iowait irq softirq steal ..."
+# cpu_use BEFORE AFTER: the whole machine's CPU use between two cpu_ticks samples.
+cpu_use() {
+    printf '%s\n%s\n' "$1" "$2" | awk '
+        { for (i = 2; i <= 9; i++) v[NR, i] = $i }
+        END {
+            for (i = 2; i <= 9; i++) { d[i] = v[2, i] - v[1, i]; t += d[i] }
+            if (t == 0) t = 1
+            printf "busy %.0f%%, iowait %.0f%%, steal %.0f%% (of all CPUs)",
+                100 * (d[2] + d[3] + d[4] + d[7] + d[8]) / t, 100 * d[6] / t, 100 * d[9] / t
+        }'
+}
 
 bind() { # bind SRC DST
     mount --bind "$1" "$2"
@@ -174,13 +192,17 @@ if [ "$NIX28" = 1 ]; then
     fact nix28_version "$v28"
 fi
 fact pkgchain_commit "$(git -C "$REPO" rev-parse --short HEAD 2> /dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD -- . ':!bench' 2> /dev/null || echo ' (+uncommitted changes)')"
-fact pkgchain_binary "$(stat -c '%y' "$PKGCHAIN" | cut -d. -f1)"
+fact pkgchain_binary "$PKGCHAIN_SRC, modified $(stat -c '%y' "$PKGCHAIN_SRC" | cut -d. -f1), sha256 $(sha256sum "$PKGCHAIN" | cut -c1-16)…"
 fact kernel "$(uname -r)"
 fact cpus "$(nproc)"
 fact mem "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
 fact fs "$(findmnt -n -o SOURCE,FSTYPE,OPTIONS --target "$WORK" | cut -c1-100)"
 fact params "--size-mb $SIZE_MB --files $FILES --runs $RUNS --sections $SECTIONS$([ "$NIX28" = 1 ] || echo ' --no-nix28')"
 fact load_start "$(load)"
+CPU_START=$(cpu_ticks)
+# Everyone else's CPU use during the run: top every 5 s, summed per command at the end.
+top -b -d 5 -w 250 > "$WORK/top.log" 2> /dev/null &
+TOP_PID=$!
 # Processes other than this one using >= 5% of a CPU now (top's second sample, over 2 s).
 busy() { top -b -n 2 -d 2 -w 200 | awk '/^top -/ { n++ } n == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 >= 5 { printf "%s %s%%; ", $12, $9 }'; }
 fact others_start "$(busy)"
@@ -282,7 +304,9 @@ has_section ingest || ingest_runs=1
 for ((r = 1; r <= ingest_runs; r++)); do
     for impl in "${impls[@]}"; do
         reset_store "$impl"
-        sync
+        # Same memory state for every run: without this, the page cache filling up with earlier
+        # runs' stores made each round slower (sys time 6 s -> 12 s) for all implementations.
+        drop_caches
         warm "$TREES/tree-a"
         add "$impl" tree-a ingest
         p=$ADDED
@@ -435,6 +459,18 @@ if has_section dedup; then
     fact dedup_nix34_db_du "$(du -s --block-size=1 "$N34/var/nix/db" | cut -f1)"
 fi
 fact load_end "$(load)"
+fact cpu_during "$(cpu_use "$CPU_START" "$(cpu_ticks)")"
+kill "$TOP_PID" 2> /dev/null || true
+wait "$TOP_PID" 2> /dev/null || true
+TOP_PID=
+# CPU seconds of commands that are not this benchmark's (top's %CPU x 5 s intervals).
+fact others_cpu "$(awk '
+    $1 ~ /^[0-9]+$/ && $9 + 0 > 0 {
+        c = $12
+        if (c ~ /^(pkgchain|nix-store|nix|tar|cat|find|python3|sha256sum|du|sync|cp|dd|top|bash|sh|env|chroot|time|awk|sort|diff|kworker.*|ksoftirqd.*|kswapd.*|jbd2.*|kdamond.*|rcu_.*|migration.*)$/) next
+        s[c] += $9 * 5 / 100
+    }
+    END { for (c in s) if (s[c] >= 1) printf "%s %.0f s; ", c, s[c] }' "$WORK/top.log")"
 fact others_end "$(busy)"
 
 # ---- summary ------------------------------------------------------------------------------------

@@ -76,6 +76,8 @@ for k, label in [
     ("load_start", "load average at start"),
     ("others_start", "other processes ≥5% CPU at start"),
     ("load_end", "load average at end"),
+    ("cpu_during", "whole machine's CPU use during the run (this benchmark included)"),
+    ("others_cpu", "CPU seconds used by other commands during the run (top, 5 s samples)"),
     ("others_end", "other processes ≥5% CPU at end"),
 ]:
     if k in facts:
