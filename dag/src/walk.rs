@@ -62,6 +62,16 @@ pub enum WalkEvent<'a> {
     },
     /// File content, in order.
     FileChunk(&'a [u8]),
+    /// File content to be fetched by the caller (only from [`DagWalker::deferring_chunks`]):
+    /// the raw block `cid`, which must hold exactly `size` bytes. The walker has not read or
+    /// checked it; the caller must (for example with a block getter that verifies CIDs) and
+    /// must reject a block of another length.
+    ChunkRef {
+        /// The raw block.
+        cid: Cid,
+        /// Its length, as its parent node states it.
+        size: u64,
+    },
     /// The current file is complete.
     FileEnd,
     /// A symlink.
@@ -97,7 +107,12 @@ enum Frame {
 pub struct DagWalker<'g, G: BlockGet> {
     getter: &'g G,
     stack: Vec<Frame>,
-    pending: Option<(Option<Vec<u8>>, Cid)>,
+    /// The next node to start: entry name, CID, and its link's Tsize (`None` at the root).
+    pending: Option<(Option<Vec<u8>>, Cid, Option<u64>)>,
+    /// Emit raw chunks as [`WalkEvent::ChunkRef`] instead of reading them.
+    defer_chunks: bool,
+    /// A raw chunk to announce next (deferred mode).
+    chunk_ref_pending: Option<(Cid, u64)>,
     /// Holds the bytes that the last event borrows.
     current: Vec<u8>,
     name: Option<Vec<u8>>,
@@ -114,13 +129,23 @@ impl<'g, G: BlockGet> DagWalker<'g, G> {
         DagWalker {
             getter,
             stack: Vec::new(),
-            pending: Some((None, root)),
+            pending: Some((None, root, None)),
+            defer_chunks: false,
+            chunk_ref_pending: None,
             current: Vec::new(),
             name: None,
             max_depth,
             root,
             chunk_pending: false,
         }
+    }
+
+    /// A walker that reads only the structure (directory, file and symlink nodes) and hands
+    /// raw chunks to the caller as [`WalkEvent::ChunkRef`], so they can be fetched in parallel.
+    pub fn deferring_chunks(getter: &'g G, root: Cid, max_depth: usize) -> Self {
+        let mut w = DagWalker::new(getter, root, max_depth);
+        w.defer_chunks = true;
+        w
     }
 
     fn get(&self, cid: &Cid) -> Result<Vec<u8>, WalkError<G::Error>> {
@@ -138,8 +163,12 @@ impl<'g, G: BlockGet> DagWalker<'g, G> {
     /// The next event, or `None` when the root is complete.
     pub fn next_event(&mut self) -> Result<Option<WalkEvent<'_>>, WalkError<G::Error>> {
         // Start of a node named by a directory entry (or the root).
-        if let Some((name, cid)) = self.pending.take() {
-            return self.start_node(name, cid);
+        if let Some((name, cid, size_hint)) = self.pending.take() {
+            return self.start_node(name, cid, size_hint);
+        }
+        if let Some((cid, size)) = self.chunk_ref_pending.take() {
+            self.consume_content(size)?;
+            return Ok(Some(WalkEvent::ChunkRef { cid, size }));
         }
         if self.chunk_pending {
             self.chunk_pending = false;
@@ -159,8 +188,8 @@ impl<'g, G: BlockGet> DagWalker<'g, G> {
                     let entry = &mut entries[*next];
                     *next += 1;
                     let name = std::mem::take(&mut entry.name);
-                    let cid = entry.cid;
-                    return self.start_node(Some(name), cid);
+                    let (cid, tsize) = (entry.cid, entry.tsize);
+                    return self.start_node(Some(name), cid, Some(tsize));
                 }
                 Frame::FileLevel { cid, links, next } => {
                     if *next == links.len() {
@@ -170,6 +199,13 @@ impl<'g, G: BlockGet> DagWalker<'g, G> {
                     let link = links[*next];
                     let parent = *cid;
                     *next += 1;
+                    if self.defer_chunks && link.cid.codec() == Codec::Raw {
+                        self.consume_content(link.content_size)?;
+                        return Ok(Some(WalkEvent::ChunkRef {
+                            cid: link.cid,
+                            size: link.content_size,
+                        }));
+                    }
                     let block = self.get(&link.cid)?;
                     match link.cid.codec() {
                         Codec::Raw => {
@@ -265,9 +301,26 @@ impl<'g, G: BlockGet> DagWalker<'g, G> {
         &mut self,
         name: Option<Vec<u8>>,
         cid: Cid,
+        size_hint: Option<u64>,
     ) -> Result<Option<WalkEvent<'_>>, WalkError<G::Error>> {
-        let block = self.get(&cid)?;
         self.name = name;
+        // A whole file in one raw block whose size the parent states: announce it unread.
+        if let (true, Codec::Raw, Some(size)) = (self.defer_chunks, cid.codec(), size_hint)
+            && size > 0
+        {
+            self.push(Frame::File {
+                remaining: size,
+                root: cid,
+            })?;
+            self.chunk_ref_pending = Some((cid, size));
+            return Ok(Some(WalkEvent::File {
+                name: self.name.as_deref(),
+                executable: false,
+                size,
+                single_block: Some(cid),
+            }));
+        }
+        let block = self.get(&cid)?;
         match cid.codec() {
             Codec::Raw => {
                 // A whole file in one raw block: its bytes are the next chunk.
@@ -390,9 +443,23 @@ mod tests {
     }
 
     fn walk(root: Cid, mem: &Mem) -> Result<Vec<Ev>, WalkError<String>> {
-        let mut w = DagWalker::new(mem, root, 64);
+        walk_with(DagWalker::new(mem, root, 64), mem)
+    }
+
+    fn walk_with(mut w: DagWalker<'_, Mem>, mem: &Mem) -> Result<Vec<Ev>, WalkError<String>> {
         let mut out: Vec<Ev> = Vec::new();
+        let mut fetched;
         while let Some(e) = w.next_event()? {
+            let e = match e {
+                WalkEvent::ChunkRef { cid, size } => {
+                    fetched = mem.get(&cid).map_err(WalkError::Get)?;
+                    if fetched.len() as u64 != size {
+                        return Err(WalkError::Get(format!("{cid}: wrong length")));
+                    }
+                    WalkEvent::FileChunk(&fetched)
+                }
+                other => other,
+            };
             let owned = match e {
                 WalkEvent::File {
                     name,
@@ -414,6 +481,7 @@ mod tests {
                 }
                 WalkEvent::DirectoryStart { name } => Ev::Dir(name.map(<[u8]>::to_vec)),
                 WalkEvent::DirectoryEnd => Ev::DirEnd,
+                WalkEvent::ChunkRef { .. } => unreachable!("resolved above"),
             };
             out.push(owned);
         }
@@ -465,6 +533,32 @@ mod tests {
             let (root, mem) = build(&single);
             assert_eq!(walk(root, &mem).expect("walk"), single);
         }
+    }
+
+    #[test]
+    fn deferred_chunks_give_the_same_tree_without_reading_chunks() {
+        let tree = sample_tree();
+        let (root, mem) = build(&tree);
+        assert_eq!(
+            walk_with(DagWalker::deferring_chunks(&mem, root, 64), &mem).expect("walk"),
+            tree
+        );
+        // The structure walk reads no raw block but empty ones (a zero Tsize cannot be told
+        // from an absent one): remove the others and it still runs.
+        let structure_only = Mem(mem
+            .0
+            .iter()
+            .filter(|(c, b)| c.codec() == Codec::DagPb || b.is_empty())
+            .map(|(c, b)| (*c, b.clone()))
+            .collect());
+        let mut w = DagWalker::deferring_chunks(&structure_only, root, 64);
+        let mut refs = 0;
+        while let Some(e) = w.next_event().expect("structure walk") {
+            if matches!(e, WalkEvent::ChunkRef { .. }) {
+                refs += 1;
+            }
+        }
+        assert!(refs > 3, "{refs} chunk references");
     }
 
     #[test]

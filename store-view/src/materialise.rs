@@ -200,6 +200,16 @@ fn write_tree(
                     f.write_all(data).map_err(|e| io("writing", path, e))?;
                 }
             }
+            WalkEvent::ChunkRef { cid, .. } => {
+                // Only a deferring walker hands out chunk references; this one reads them.
+                return Err(MaterialiseError::Dag {
+                    path: base_name.to_owned(),
+                    source: WalkError::Structure {
+                        cid,
+                        reason: "unexpected chunk reference".into(),
+                    },
+                });
+            }
             WalkEvent::FileEnd => {
                 if skipping_linked {
                     skipping_linked = false;
