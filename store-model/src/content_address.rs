@@ -210,6 +210,18 @@ fn parse_method_and_algo(
     Ok((method, HashAlgo::from_name(algo)?, rest))
 }
 
+/// Text hashing is SHA-256 only (checked by Nix 2.8 when parsing, by Nix 2.35 when making the
+/// path).
+fn check_text_algo(
+    method: ContentAddressMethod,
+    algo: HashAlgo,
+) -> Result<(), ContentAddressError> {
+    if method == ContentAddressMethod::Text && algo != HashAlgo::Sha256 {
+        return Err(ContentAddressError::TextNotSha256(algo));
+    }
+    Ok(())
+}
+
 /// A content address: the method and the hash of the contents.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContentAddress {
@@ -238,6 +250,29 @@ impl ContentAddress {
     /// apart by length) but not SRI, as in Nix.
     pub fn parse(text: &str) -> Result<ContentAddress, ContentAddressError> {
         let (method, algo, digest) = parse_method_and_algo(text, false)?;
+        let hash = Hash::parse_digest(algo, digest)?;
+        Ok(ContentAddress { method, hash })
+    }
+
+    /// This content address, unless it is one Nix 2.8 refuses to parse: a text address whose
+    /// hash is not SHA-256 ([`ContentAddressError::TextNotSha256`]).
+    ///
+    /// [`ContentAddress::parse`] and [`ContentAddress::new`] accept such an address, as Nix 2.35
+    /// does (it refuses it only when computing the path, see [`ContentAddress::store_path`]).
+    /// Readers of untrusted metadata (narinfo files, path-info JSON) use this, or
+    /// [`ContentAddress::parse_validated`], so that they accept only what every Nix version
+    /// accepts.
+    pub fn validated(self) -> Result<ContentAddress, ContentAddressError> {
+        check_text_algo(self.method, self.hash.algo())?;
+        Ok(self)
+    }
+
+    /// [`ContentAddress::parse`] followed by [`ContentAddress::validated`], with Nix 2.8's order
+    /// of checks: a text address with another algorithm than SHA-256 is refused as such before
+    /// its digest is looked at.
+    pub fn parse_validated(text: &str) -> Result<ContentAddress, ContentAddressError> {
+        let (method, algo, digest) = parse_method_and_algo(text, false)?;
+        check_text_algo(method, algo)?;
         let hash = Hash::parse_digest(algo, digest)?;
         Ok(ContentAddress { method, hash })
     }
@@ -410,6 +445,49 @@ mod tests {
         for (text, why) in bad {
             let err = ContentAddress::parse(text).expect_err(text).to_string();
             assert!(err.contains(why), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn validated_refuses_text_without_sha256() {
+        let sha1 = Hash::digest(HashAlgo::Sha1, b"x");
+        let text = ContentAddress::parse(&format!("text:{}", sha1.to_nix32_prefixed()))
+            .expect("parse accepts what Nix 2.35 accepts");
+        assert_eq!(
+            text.validated(),
+            Err(ContentAddressError::TextNotSha256(HashAlgo::Sha1))
+        );
+        // The algorithm is refused before the digest is read, as Nix 2.8 does.
+        for digest in [sha1.to_nix32_prefixed(), "sha1:bad".to_owned()] {
+            let text = format!("text:{digest}");
+            assert_eq!(
+                ContentAddress::parse_validated(&text),
+                Err(ContentAddressError::TextNotSha256(HashAlgo::Sha1)),
+                "{text}"
+            );
+        }
+        let good = ContentAddress::new(
+            ContentAddressMethod::Text,
+            Hash::digest(HashAlgo::Sha256, b"x"),
+        );
+        assert_eq!(
+            ContentAddress::parse_validated(&good.render()),
+            Ok(good.clone())
+        );
+        for bad in ["text:sha256:bad", "fixed:sha256", "fixd:sha256:x"] {
+            assert_eq!(
+                ContentAddress::parse_validated(bad),
+                ContentAddress::parse(bad),
+                "{bad}"
+            );
+        }
+        for ca in [
+            good,
+            ContentAddress::new(ContentAddressMethod::Flat, sha1.clone()),
+            ContentAddress::new(ContentAddressMethod::NixArchive, sha1.clone()),
+            ContentAddress::new(ContentAddressMethod::Git, sha1.clone()),
+        ] {
+            assert_eq!(ca.clone().validated(), Ok(ca));
         }
     }
 

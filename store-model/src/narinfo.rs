@@ -32,7 +32,10 @@
 //! * `References` are base names separated by spaces (runs of spaces are allowed); the set may be
 //!   empty and prints as `References: ` (with the trailing space, as Nix writes it).
 //! * `Deriver: unknown-deriver` means no deriver.
-//! * `CA` is a content address, see [`ContentAddressField`]; an empty value means none.
+//! * `CA` is a [`ContentAddress`] (`text:sha256:<hash>` or `fixed:[r:|git:]<algo>:<hash>`); an
+//!   empty value means none. The digest may be base16, nix32 or base64, as Nix's
+//!   `ContentAddress::parse` allows; it prints as nix32. A text address must use SHA-256, as
+//!   Nix 2.8 requires ([`ContentAddress::parse_validated`]).
 //! * Nix takes the value to start two bytes after the colon whatever the byte after the colon
 //!   is; this parser requires that byte to be a space. A file whose last line lacks its `\n` is
 //!   rejected by both.
@@ -43,11 +46,11 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::str::FromStr;
 
 use thiserror::Error;
 
-use crate::hash::{self, Hash, HashAlgo, HashError};
+use crate::content_address::{ContentAddress, ContentAddressError};
+use crate::hash::{self, Hash, HashError};
 use crate::signature::{KeyError, SecretKey, Signature, TrustedKeys};
 use crate::store_path::{StoreDir, StorePath, StorePathError};
 
@@ -74,151 +77,6 @@ impl Default for NarInfoLimits {
             max_references: 16384,
             max_signatures: 64,
         }
-    }
-}
-
-/// Why a content address (`CA:` field) could not be parsed.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum ContentAddressError {
-    /// Not `text:...` or `fixed:...`.
-    #[error("content address '{0}' does not start with 'text:' or 'fixed:'")]
-    UnknownPrefix(String),
-    /// No `<algo>:` before the digest.
-    #[error("content address '{0}' must have the form '<prefix>:<algo>:<hash>'")]
-    MissingAlgorithm(String),
-    /// `text:` with another algorithm than SHA-256.
-    #[error("text content address '{0}' must use sha256")]
-    TextNotSha256(String),
-    /// The digest does not parse.
-    #[error("content address has a bad hash: {0}")]
-    BadHash(#[source] HashError),
-    /// A method name (in JSON) Nix does not know.
-    #[error("unknown content address method '{0}'; expected 'text', 'flat', 'nar' or 'git'")]
-    UnknownMethod(String),
-}
-
-/// How a content-addressed path was hashed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ContentAddressMethod {
-    /// `text:`: a flat file hashed with SHA-256, references allowed but no self-reference.
-    Text,
-    /// `fixed:`: a flat file.
-    Flat,
-    /// `fixed:r:`: the NAR serialisation.
-    Nar,
-    /// `fixed:git:`: a git tree or blob hash (Nix's experimental `git-hashing`).
-    Git,
-}
-
-impl ContentAddressMethod {
-    /// The name used in JSON (`text`, `flat`, `nar`, `git`).
-    pub const fn json_name(self) -> &'static str {
-        match self {
-            ContentAddressMethod::Text => "text",
-            ContentAddressMethod::Flat => "flat",
-            ContentAddressMethod::Nar => "nar",
-            ContentAddressMethod::Git => "git",
-        }
-    }
-
-    /// Parses a JSON method name.
-    pub fn from_json_name(name: &str) -> Result<ContentAddressMethod, ContentAddressError> {
-        match name {
-            "text" => Ok(ContentAddressMethod::Text),
-            "flat" => Ok(ContentAddressMethod::Flat),
-            "nar" => Ok(ContentAddressMethod::Nar),
-            "git" => Ok(ContentAddressMethod::Git),
-            other => Err(ContentAddressError::UnknownMethod(
-                hash::truncate_for_error(other),
-            )),
-        }
-    }
-}
-
-/// A content address as it appears in a narinfo's `CA:` field and in path-info JSON.
-///
-/// This is a small stand-in, validated and normalised exactly as Nix renders it
-/// (`text:sha256:<nix32>`, `fixed:[r:|git:]<algo>:<nix32>`), until the crate's
-/// `content_address` module provides the full type; it then becomes a conversion.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ContentAddressField {
-    method: ContentAddressMethod,
-    hash: Hash,
-}
-
-impl ContentAddressField {
-    /// A content address from its parts; text addresses must use SHA-256.
-    pub fn new(
-        method: ContentAddressMethod,
-        hash: Hash,
-    ) -> Result<ContentAddressField, ContentAddressError> {
-        if method == ContentAddressMethod::Text && hash.algo() != HashAlgo::Sha256 {
-            return Err(ContentAddressError::TextNotSha256(hash.to_nix32_prefixed()));
-        }
-        Ok(ContentAddressField { method, hash })
-    }
-
-    /// Parses `text:sha256:<hash>` or `fixed:[r:|git:]<algo>:<hash>`; the digest may be base16,
-    /// nix32 or base64, as Nix's `ContentAddress::parse` allows.
-    pub fn parse(text: &str) -> Result<ContentAddressField, ContentAddressError> {
-        let short = || hash::truncate_for_error(text);
-        let (method, rest) = if let Some(rest) = text.strip_prefix("text:") {
-            (ContentAddressMethod::Text, rest)
-        } else if let Some(rest) = text.strip_prefix("fixed:") {
-            if let Some(rest) = rest.strip_prefix("r:") {
-                (ContentAddressMethod::Nar, rest)
-            } else if let Some(rest) = rest.strip_prefix("git:") {
-                (ContentAddressMethod::Git, rest)
-            } else {
-                (ContentAddressMethod::Flat, rest)
-            }
-        } else {
-            return Err(ContentAddressError::UnknownPrefix(short()));
-        };
-        let (algo, digest) = rest
-            .split_once(':')
-            .ok_or_else(|| ContentAddressError::MissingAlgorithm(short()))?;
-        let algo = HashAlgo::from_name(algo).map_err(ContentAddressError::BadHash)?;
-        if method == ContentAddressMethod::Text && algo != HashAlgo::Sha256 {
-            return Err(ContentAddressError::TextNotSha256(short()));
-        }
-        let hash = Hash::parse_digest(algo, digest).map_err(ContentAddressError::BadHash)?;
-        Ok(ContentAddressField { method, hash })
-    }
-
-    /// The method.
-    pub fn method(&self) -> ContentAddressMethod {
-        self.method
-    }
-
-    /// The hash.
-    pub fn hash(&self) -> &Hash {
-        &self.hash
-    }
-}
-
-impl fmt::Display for ContentAddressField {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let prefix = match self.method {
-            ContentAddressMethod::Text => "text:",
-            ContentAddressMethod::Flat => "fixed:",
-            ContentAddressMethod::Nar => "fixed:r:",
-            ContentAddressMethod::Git => "fixed:git:",
-        };
-        write!(f, "{prefix}{}", self.hash.to_nix32_prefixed())
-    }
-}
-
-impl fmt::Debug for ContentAddressField {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ContentAddressField({self})")
-    }
-}
-
-impl FromStr for ContentAddressField {
-    type Err = ContentAddressError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ContentAddressField::parse(s)
     }
 }
 
@@ -393,35 +251,23 @@ pub fn fingerprint<'a>(
 /// Whether `path` is the path its content address and references determine (Nix's
 /// `ValidPathInfo::isContentAddressed`); such paths need no signature.
 ///
-/// Git-hashed addresses are not computed here and count as not content-addressed, so they still
-/// need a signature; so do addresses Nix could not have made (a text address with a
-/// self-reference, a flat or non-SHA-256 address with references).
+/// `references` may contain `path` itself: that is the self-reference, which only a NAR-hashed
+/// SHA-256 address may have. The path is computed by [`ContentAddress::store_path`]; where it
+/// cannot be computed the answer is `false`, so the path still needs a signature. That is the
+/// case for the addresses Nix could not have made a path from: a text address with a
+/// self-reference or without SHA-256, a flat or non-SHA-256 address with references, and a Git
+/// address with references (Nix computes Git paths like flat ones, which cannot name
+/// references) or with another algorithm than SHA-1 or SHA-256 (Nix refuses those).
 pub fn is_content_addressed(
     store_dir: &StoreDir,
     path: &StorePath,
-    ca: &ContentAddressField,
+    ca: &ContentAddress,
     references: &BTreeSet<StorePath>,
 ) -> bool {
     let self_ref = references.contains(path);
     let others = references.iter().filter(|r| *r != path);
-    let computed = match ca.method() {
-        ContentAddressMethod::Text => {
-            if self_ref {
-                return false;
-            }
-            store_dir.make_text_path(path.name(), ca.hash(), others)
-        }
-        ContentAddressMethod::Flat | ContentAddressMethod::Nar => {
-            let recursive = ca.method() == ContentAddressMethod::Nar;
-            let source = recursive && ca.hash().algo() == HashAlgo::Sha256;
-            if !source && !references.is_empty() {
-                return false;
-            }
-            store_dir.make_fixed_output_path(path.name(), recursive, ca.hash(), others, self_ref)
-        }
-        ContentAddressMethod::Git => return false,
-    };
-    computed.is_ok_and(|p| &p == path)
+    ca.store_path(store_dir, path.name(), others, self_ref)
+        .is_ok_and(|p| &p == path)
 }
 
 /// A parsed `.narinfo`.
@@ -452,7 +298,7 @@ pub struct NarInfo {
     /// `Sig` lines.
     pub sigs: BTreeSet<Signature>,
     /// `CA`.
-    pub ca: Option<ContentAddressField>,
+    pub ca: Option<ContentAddress>,
 }
 
 /// The keys whose repetition is rejected, in a fixed order for the duplicate bitmap.
@@ -633,9 +479,11 @@ impl NarInfo {
                 _ => {
                     // "CA", the last of SINGLE_KEYS.
                     if !value.is_empty() {
+                        let parsed = ContentAddress::parse_validated(value);
                         ca =
-                            Some(ContentAddressField::parse(value).map_err(|source| {
-                                NarInfoError::BadContentAddress { line, source }
+                            Some(parsed.map_err(|source| NarInfoError::BadContentAddress {
+                                line,
+                                source,
                             })?);
                     }
                 }

@@ -25,10 +25,9 @@ use data_encoding::BASE64;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
 
+use crate::content_address::{ContentAddress, ContentAddressError, ContentAddressMethod};
 use crate::hash::{Hash, HashError};
-use crate::narinfo::{
-    ContentAddressError, ContentAddressField, ContentAddressMethod, FingerprintError, fingerprint,
-};
+use crate::narinfo::{FingerprintError, fingerprint};
 use crate::signature::{KeyError, SecretKey, Signature, TrustedKeys};
 use crate::store_path::{StoreDir, StorePath, StorePathError};
 
@@ -233,7 +232,7 @@ pub struct PathInfo {
     /// Store paths this path refers to (possibly itself).
     pub references: BTreeSet<StorePath>,
     /// The content address, for content-addressed paths.
-    pub ca: Option<ContentAddressField>,
+    pub ca: Option<ContentAddress>,
     /// The derivation that built the path.
     pub deriver: Option<StorePath>,
     /// Seconds since the epoch when the path became valid.
@@ -296,7 +295,7 @@ impl PathInfo {
             (_, None) => return Err(PathInfoJsonError::Missing("ca")),
             (_, Some(Value::Null)) => None,
             (PathInfoJsonFormat::V1, Some(v)) => Some(
-                ContentAddressField::parse(get_str(v, "ca")?)
+                ContentAddress::parse_validated(get_str(v, "ca")?)
                     .map_err(PathInfoJsonError::BadContentAddress)?,
             ),
             (_, Some(v)) => Some(parse_ca_object(v)?),
@@ -358,10 +357,7 @@ impl PathInfo {
         let ca = match (&self.ca, format) {
             (None, _) => Value::Null,
             (Some(ca), PathInfoJsonFormat::V1) => json!(ca.to_string()),
-            (Some(ca), _) => json!({
-                "method": ca.method().json_name(),
-                "hash": ca.hash().to_sri(),
-            }),
+            (Some(ca), _) => ca.to_json(),
         };
         obj.insert("ca".into(), ca);
         if include_impure {
@@ -393,7 +389,9 @@ impl PathInfo {
     }
 }
 
-fn parse_ca_object(v: &Value) -> JsonResult<ContentAddressField> {
+/// The `{"method", "hash"}` object of versions 2 and 3. Unlike [`ContentAddress::from_json`] this
+/// ignores other keys, as Nix does; the hash may be SRI or `algo:digest`.
+fn parse_ca_object(v: &Value) -> JsonResult<ContentAddress> {
     let wrong = PathInfoJsonError::WrongType {
         field: "ca",
         expected: "null or an object with 'method' and 'hash' strings",
@@ -404,9 +402,10 @@ fn parse_ca_object(v: &Value) -> JsonResult<ContentAddressField> {
         .and_then(Value::as_str)
         .ok_or(wrong.clone())?;
     let hash = o.get("hash").ok_or(wrong)?;
-    let method = ContentAddressMethod::from_json_name(method)
-        .map_err(PathInfoJsonError::BadContentAddress)?;
-    ContentAddressField::new(method, parse_hash(hash, "ca")?)
+    let method =
+        ContentAddressMethod::parse(method).map_err(PathInfoJsonError::BadContentAddress)?;
+    ContentAddress::new(method, parse_hash(hash, "ca")?)
+        .validated()
         .map_err(PathInfoJsonError::BadContentAddress)
 }
 

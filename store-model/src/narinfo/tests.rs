@@ -1,4 +1,6 @@
 use super::*;
+use crate::content_address::ContentAddressMethod;
+use crate::hash::HashAlgo;
 use crate::signature::PublicKey;
 
 mod interop;
@@ -149,10 +151,8 @@ fn content_addressed_paths_need_no_signature() {
     assert!(info.is_trusted(&TrustedKeys::new(), 1));
     // A CA field that does not produce the path does not count.
     info.ca = Some(
-        ContentAddressField::parse(
-            "fixed:sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw",
-        )
-        .expect("flat"),
+        ContentAddress::parse("fixed:sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw")
+            .expect("flat"),
     );
     assert!(!info.is_content_addressed());
     assert!(!info.is_trusted(&TrustedKeys::new(), 1));
@@ -408,11 +408,11 @@ fn malformed_narinfos_give_clear_errors() {
         ),
         (
             sub("CA: fixed:r:", "CA: fixd:r:"),
-            "line 10, field 'CA': content address 'fixd:r:sha256:",
+            "line 10, field 'CA': content address prefix 'fixd' is unrecognized",
         ),
         (
             sub("CA: fixed:r:sha256", "CA: text:sha1"),
-            "line 10, field 'CA': text content address",
+            "line 10, field 'CA': text hashing requires a SHA-256 hash, not sha1",
         ),
         (
             format!(
@@ -502,14 +502,26 @@ fn limits_on_references_and_signatures() {
     assert_eq!(info.to_text(), NIX_2_8_NONE);
 }
 
+/// The `CA` field through the parser and printer. The forms of [`ContentAddress`] on their own
+/// (rendering, base16 digests, malformed text) are tested in `content_address::tests`; here: every
+/// method, digests in base16, nix32 and base64 printed back as nix32, and errors that name the
+/// line and the field and carry the content-address error as their source.
 #[test]
 fn content_address_field_forms() {
     let h = "04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw";
     let hex = "1c37d01af40be2e80691de3cc3df44377a699afbb17c68f080964b2fd071fc13";
-    for (text, method, printed) in [
+    let b64 = "HDfQGvQL4ugGkd48w99EN3ppmvuxfGjwgJZLL9Bx/BM=";
+    let with_ca =
+        |ca: &str| NIX_2_8_NONE.replace(&format!("CA: fixed:r:sha256:{h}"), &format!("CA: {ca}"));
+    for (ca, method, printed) in [
         (
             format!("fixed:r:sha256:{h}"),
-            ContentAddressMethod::Nar,
+            ContentAddressMethod::NixArchive,
+            format!("fixed:r:sha256:{h}"),
+        ),
+        (
+            format!("fixed:r:sha256:{b64}"),
+            ContentAddressMethod::NixArchive,
             format!("fixed:r:sha256:{h}"),
         ),
         (
@@ -518,7 +530,7 @@ fn content_address_field_forms() {
             format!("fixed:sha256:{h}"),
         ),
         (
-            format!("text:sha256:{h}"),
+            format!("text:sha256:{hex}"),
             ContentAddressMethod::Text,
             format!("text:sha256:{h}"),
         ),
@@ -529,31 +541,154 @@ fn content_address_field_forms() {
         ),
         (
             "fixed:r:sha1:x5zjnshbjrrhpg88n2da87884cmn2i2i".to_owned(),
-            ContentAddressMethod::Nar,
+            ContentAddressMethod::NixArchive,
             "fixed:r:sha1:x5zjnshbjrrhpg88n2da87884cmn2i2i".to_owned(),
         ),
     ] {
-        let ca = ContentAddressField::parse(&text).expect(&text);
-        assert_eq!(ca.method(), method);
-        assert_eq!(ca.to_string(), printed);
-        assert_eq!(ContentAddressField::parse(&printed).expect("reparse"), ca);
+        let info = parse(&with_ca(&ca)).expect(&ca);
+        let parsed = info.ca.as_ref().expect("CA");
+        assert_eq!(parsed.method, method, "{ca}");
+        assert_eq!(parsed.to_string(), printed);
+        assert_eq!(info.to_text(), with_ca(&printed), "{ca}");
+        assert_eq!(parse(&info.to_text()).expect("reparse"), info);
     }
     for (bad, why) in [
-        ("sha256:abc", "does not start with"),
-        ("fixed:r:", "must have the form"),
+        (
+            "sha256:abc",
+            "content address prefix 'sha256' is unrecognized",
+        ),
+        ("nothing", "not a content address"),
+        ("fixed:r:", "must be in form '<algo>:<hash>'"),
+        ("fixed:sha257:abc", "unknown hash algorithm 'sha257'"),
         (
             "text:sha1:x5zjnshbjrrhpg88n2da87884cmn2i2i",
-            "must use sha256",
+            "text hashing requires a SHA-256 hash, not sha1",
         ),
-        ("fixed:r:sha256:abc", "bad hash"),
+        ("fixed:r:sha256:abc", "wrong length"),
         (
             "fixed:r:sha256-HDfQGvQL4ugGkd48w99EN3ppmvuxfGjwgJZLL9Bx/BM=",
-            "must have the form",
+            "must be in form '<algo>:<hash>'",
         ),
     ] {
-        let e = ContentAddressField::parse(bad).expect_err(bad).to_string();
-        assert!(e.contains(why), "{bad}: {e}");
+        let e = parse(&with_ca(bad)).expect_err(bad);
+        let expected = ContentAddress::parse_validated(bad).expect_err(bad);
+        let message = e.to_string();
+        assert_eq!(
+            message,
+            format!("narinfo line 10, field 'CA': {expected}"),
+            "{bad}"
+        );
+        assert!(message.contains(why), "{bad}: {message}");
+        assert_eq!(
+            std::error::Error::source(&e).map(ToString::to_string),
+            Some(expected.to_string()),
+            "{bad}"
+        );
+        assert_eq!(
+            e,
+            NarInfoError::BadContentAddress {
+                line: 10,
+                source: expected
+            }
+        );
     }
+}
+
+/// [`is_content_addressed`] follows [`ContentAddress::store_path`]: self-references only where Nix
+/// allows them, no references where Nix forbids them, Git paths only where Nix can make them.
+#[test]
+fn content_addressed_references_and_methods() {
+    let dir = store();
+    let r = StorePath::from_base_name("g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-bar").expect("ref");
+    let with_path = |ca: ContentAddress, refs: &[&StorePath], self_ref: bool| {
+        let path = ca
+            .store_path(&dir, "x", refs.iter().copied(), self_ref)
+            .expect("Nix makes this path");
+        let mut info = parse(NIX_2_8_NONE).expect("parses");
+        info.store_path = path.clone();
+        info.references = refs.iter().map(|p| (*p).clone()).collect();
+        if self_ref {
+            info.references.insert(path);
+        }
+        info.ca = Some(ca);
+        info
+    };
+
+    // NAR-hashed SHA-256 paths may refer to other paths and to themselves.
+    let nar = ContentAddress::new(
+        ContentAddressMethod::NixArchive,
+        Hash::digest(HashAlgo::Sha256, b"nar"),
+    );
+    let info = with_path(nar.clone(), &[&r], true);
+    assert!(info.is_content_addressed());
+    let mut without_self = info.clone();
+    without_self.references.remove(&info.store_path);
+    assert!(
+        !without_self.is_content_addressed(),
+        "the self-reference is part of the path"
+    );
+    let mut other_refs = info.clone();
+    other_refs.references.remove(&r);
+    assert!(!other_refs.is_content_addressed());
+
+    // Text paths may refer to others, never to themselves.
+    let text = ContentAddress::new(
+        ContentAddressMethod::Text,
+        Hash::digest(HashAlgo::Sha256, b"text"),
+    );
+    let mut info = with_path(text, &[&r], false);
+    assert!(info.is_content_addressed());
+    info.references.insert(info.store_path.clone());
+    assert!(!info.is_content_addressed(), "text self-reference");
+
+    // Flat, non-SHA-256 NAR and Git addresses may have no references at all.
+    for ca in [
+        ContentAddress::new(
+            ContentAddressMethod::Flat,
+            Hash::digest(HashAlgo::Sha256, b"flat"),
+        ),
+        ContentAddress::new(
+            ContentAddressMethod::NixArchive,
+            Hash::digest(HashAlgo::Sha512, b"nar"),
+        ),
+        ContentAddress::new(
+            ContentAddressMethod::Git,
+            Hash::digest(HashAlgo::Sha1, b"git"),
+        ),
+        ContentAddress::new(
+            ContentAddressMethod::Git,
+            Hash::digest(HashAlgo::Sha256, b"git"),
+        ),
+    ] {
+        let info = with_path(ca.clone(), &[], false);
+        assert!(info.is_content_addressed(), "{ca}");
+        let mut with_ref = info.clone();
+        with_ref.references.insert(r.clone());
+        assert!(!with_ref.is_content_addressed(), "{ca} with a reference");
+        let mut with_self = info.clone();
+        with_self.references.insert(info.store_path.clone());
+        assert!(!with_self.is_content_addressed(), "{ca} self-reference");
+    }
+
+    // Git hashing with another algorithm has no path in Nix, so it never vouches for one: not
+    // even for the path the same hash would give with flat hashing.
+    let md5 = Hash::digest(HashAlgo::Md5, b"git");
+    let mut info = with_path(
+        ContentAddress::new(ContentAddressMethod::Flat, md5.clone()),
+        &[],
+        false,
+    );
+    assert!(info.is_content_addressed());
+    info.ca = Some(ContentAddress::new(ContentAddressMethod::Git, md5));
+    assert!(!info.is_content_addressed());
+    // The free function says the same as the method.
+    let ca = info.ca.clone().expect("ca");
+    assert!(!is_content_addressed(
+        &dir,
+        &info.store_path,
+        &ca,
+        &info.references
+    ));
 }
 
 #[test]
