@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
 
-use crate::ingest::{DATA_BUFFER, IngestError, Producer};
+use crate::ingest::{DATA_PIECE, IngestError, Producer};
 
 /// Deepest nesting read (each level holds one open descriptor).
 pub const MAX_DEPTH: usize = 512;
@@ -124,24 +124,24 @@ fn node(
             let mut file = File::from(fd);
             let mut remaining = size;
             while remaining > 0 {
-                let mut buf = producer.buffer();
-                let want = (DATA_BUFFER as u64).min(remaining) as usize;
-                buf.resize(want, 0);
-                let mut filled = 0;
-                while filled < want {
-                    match file.read(&mut buf[filled..]) {
-                        Ok(0) => {
-                            return Err(IngestError::Changed {
-                                path: path.display().to_string(),
-                            });
+                let want = (DATA_PIECE as u64).min(remaining) as usize;
+                producer.data_with(want, |slot| {
+                    let mut filled = 0;
+                    while filled < slot.len() {
+                        match file.read(&mut slot[filled..]) {
+                            Ok(0) => {
+                                return Err(IngestError::Changed {
+                                    path: path.display().to_string(),
+                                });
+                            }
+                            Ok(n) => filled += n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(io_err("reading", path, e)),
                         }
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(io_err("reading", path, e)),
                     }
-                }
+                    Ok(())
+                })?;
                 remaining -= want as u64;
-                producer.data(buf)?;
             }
             // A file that grew is as wrong as one that shrank.
             let mut probe = [0u8; 1];
