@@ -41,6 +41,7 @@ use pkgchain_dag::{Cid, Codec, DirEntry, FileLink, Node};
 use pkgchain_store::Store;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
+use rustix::fs::{Mode, OFlags};
 use tokio::runtime::Handle;
 use tracing::{debug, debug_span, warn};
 
@@ -61,6 +62,20 @@ const STATELESS_FH: u64 = 0;
 const BLKSIZE: u32 = 128 * 1024;
 /// Every time stamp in the store is 1 second after the epoch, as in Nix.
 const STORE_TIME: Duration = Duration::from_secs(1);
+
+/// How files are opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenMode {
+    /// Every open is answered here: single-block files are verified and handed to the kernel
+    /// with FUSE passthrough (reads go straight to the block file, whose page cache is shared
+    /// by every path holding that block). Costs a request per open and per close.
+    Passthrough,
+    /// Zero-message open: the first open is answered `ENOSYS` and the kernel never asks again,
+    /// keeping file pages cached across opens. Warm opens cost nothing here; first reads come
+    /// through this process (every block verified), and passthrough is not used.
+    #[default]
+    KernelCache,
+}
 
 /// What the mount's root lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +191,27 @@ pub struct ViewFs {
     /// Blocks checked against their CID since the mount (each is checked when first opened).
     verified: Mutex<HashSet<Cid>>,
     passthrough: AtomicBool,
+    open_mode: OpenMode,
+    /// Block files to hand to the kernel's readahead (see [`ViewFs::read_ahead_children`]).
+    read_ahead: crossbeam_channel::Sender<Vec<std::path::PathBuf>>,
+}
+
+/// Single-block files of a listed directory whose blocks are read ahead, at most.
+const READ_AHEAD_FILES: usize = 256;
+/// Bytes of those blocks read ahead, at most.
+const READ_AHEAD_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The read-ahead thread: asks the kernel to read block files into its cache
+/// (`posix_fadvise(WILLNEED)` starts the reads and returns at once).
+fn read_ahead_blocks(jobs: crossbeam_channel::Receiver<Vec<std::path::PathBuf>>) {
+    for paths in jobs {
+        for path in paths {
+            if let Ok(fd) = rustix::fs::open(&path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            {
+                let _ = rustix::fs::fadvise(&fd, 0, None, rustix::fs::Advice::WillNeed);
+            }
+        }
+    }
 }
 
 fn child_ino(parent: u64, name: &[u8]) -> u64 {
@@ -217,7 +253,7 @@ fn decode(block: &[u8]) -> Result<Decoded, FsError> {
 
 impl ViewFs {
     /// A file system over `store`; `rt` runs the database queries.
-    pub fn new(store: Store, rt: Handle, root_kind: RootKind) -> ViewFs {
+    pub fn new(store: Store, rt: Handle, root_kind: RootKind, open_mode: OpenMode) -> ViewFs {
         let mut inodes = HashMap::new();
         inodes.insert(
             ROOT_INO,
@@ -241,6 +277,18 @@ impl ViewFs {
             next_fh: AtomicU64::new(1),
             verified: Mutex::new(HashSet::new()),
             passthrough: AtomicBool::new(false),
+            open_mode,
+            read_ahead: {
+                // Bounded: when the thread falls behind, further hints are dropped.
+                let (tx, rx) = crossbeam_channel::bounded(64);
+                let spawned = std::thread::Builder::new()
+                    .name("pkgchain-readahead".into())
+                    .spawn(move || read_ahead_blocks(rx));
+                if let Err(e) = spawned {
+                    warn!(error = %e, "no read-ahead thread; first reads will wait for the disk");
+                }
+                tx
+            },
         }
     }
 
@@ -327,6 +375,37 @@ impl ViewFs {
         let children = Arc::new(children);
         self.listings.insert(*cid, children.clone());
         Ok(children)
+    }
+
+    /// Cold reads of a tree arrive file after file, each waiting for its block: when a
+    /// directory is listed, its single-block files' blocks are handed to the kernel's
+    /// readahead, so the reads that follow find them cached (in file order, bounded).
+    fn read_ahead_children(&self, children: &[Child]) {
+        if self.open_mode != OpenMode::KernelCache {
+            // With passthrough the kernel reads block files itself, with its own readahead.
+            return;
+        }
+        let mut bytes = 0u64;
+        let paths: Vec<std::path::PathBuf> = children
+            .iter()
+            .filter_map(|c| match &c.kind {
+                Kind::File {
+                    single: Some(block),
+                    size,
+                    ..
+                } => Some((block, *size)),
+                _ => None,
+            })
+            .take(READ_AHEAD_FILES)
+            .take_while(|(_, size)| {
+                bytes += size;
+                bytes <= READ_AHEAD_BYTES
+            })
+            .map(|(block, _)| self.store.blocks().path_of(block))
+            .collect();
+        if !paths.is_empty() {
+            let _ = self.read_ahead.try_send(paths);
+        }
     }
 
     /// The valid store paths with their kinds (the store directory's listing; never cached, as
@@ -551,6 +630,10 @@ impl ViewFs {
                     let chunk = self.chunk(&cid)?;
                     let start = (pos - base) as usize;
                     if start >= chunk.len() {
+                        if cid == *root {
+                            // A file that is one raw block: reading at or past its end.
+                            return Ok(out);
+                        }
                         return Err(FsError::Io(format!(
                             "chunk {cid} shorter than its node says"
                         )));
@@ -630,7 +713,8 @@ impl Filesystem for ViewFs {
             .set_max_readahead(1024 * 1024)
             .or_else(|max| config.set_max_readahead(max));
         let euid_root = rustix::process::geteuid().is_root();
-        if euid_root
+        if self.open_mode == OpenMode::Passthrough
+            && euid_root
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok()
         {
@@ -682,6 +766,11 @@ impl Filesystem for ViewFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _span = debug_span!("fuse_open", ino = ino.0).entered();
+        if self.open_mode == OpenMode::KernelCache {
+            // Zero-message open (see `OpenMode::KernelCache`). The mount is read-only, so the
+            // kernel refuses writable opens itself.
+            return reply.error(Errno::ENOSYS);
+        }
         if flags.0 & O_ACCMODE != 0 {
             // Not O_RDONLY: the store is read-only.
             return reply.error(Errno::EROFS);
@@ -872,6 +961,9 @@ impl Filesystem for ViewFs {
             Ok(d) => d,
             Err(e) => return reply.error(e.errno()),
         };
+        if offset == 0 && dir.ino != ROOT_INO {
+            self.read_ahead_children(&dir.children);
+        }
         for i in offset as usize..dir.children.len() + 2 {
             let next = i as u64 + 1;
             let full = match i {

@@ -25,7 +25,7 @@ use thiserror::Error;
 use tokio::runtime::Handle;
 use tracing::{info, warn};
 
-pub use crate::fuse::{RootKind, ViewFs};
+pub use crate::fuse::{OpenMode, RootKind, ViewFs};
 pub use crate::materialise::{MaterialiseError, SyncReport, materialise_path, sync_store_dir};
 
 /// Which view to serve.
@@ -38,6 +38,19 @@ pub enum ViewMode {
     Fuse,
     /// Materialised files only.
     Materialised,
+}
+
+impl FromStr for OpenMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "passthrough" => Ok(OpenMode::Passthrough),
+            "kernel-cache" => Ok(OpenMode::KernelCache),
+            other => Err(format!(
+                "unknown FUSE open mode '{other}' (expected passthrough or kernel-cache)"
+            )),
+        }
+    }
 }
 
 impl FromStr for ViewMode {
@@ -192,6 +205,7 @@ pub fn mount_fuse(
     rt: Handle,
     store_dir: &Path,
     ipfs_store_dir: Option<&Path>,
+    open_mode: OpenMode,
 ) -> Result<FuseMounts, ViewError> {
     let mut mounts = FuseMounts {
         sessions: Vec::new(),
@@ -232,7 +246,7 @@ pub fn mount_fuse(
                 * 2,
         );
         config.clone_fd = true;
-        let fs = ViewFs::new(store.clone(), rt.clone(), kind);
+        let fs = ViewFs::new(store.clone(), rt.clone(), kind, open_mode);
         let session = fuser::spawn_mount(fs, dir, &config).map_err(|source| ViewError::Mount {
             path: dir.to_owned(),
             source,

@@ -127,10 +127,17 @@ echo "view matches"
     )
 }
 
+/// Starts `store mount` for `view`: `fuse` (kernel-cache opens, the default), `fuse-passthrough`
+/// (every open answered, single-block files passed through) or `materialised`.
 fn start_view_script(view: &str) -> String {
+    let args = match view {
+        "fuse-passthrough" => "--view fuse --fuse-open passthrough",
+        "fuse" => "--view fuse --fuse-open kernel-cache",
+        _ => "--view materialised",
+    };
     format!(
         r#"
-"$PKGCHAIN" store mount --view {view} --no-ipfs > "$NIX_STATE_DIR/mount.log" 2>&1 &
+"$PKGCHAIN" store mount {args} --no-ipfs > "$NIX_STATE_DIR/mount.log" 2>&1 &
 mount_pid=$!
 trap 'kill -TERM $mount_pid 2>/dev/null; wait $mount_pid || true' EXIT
 for i in $(seq 1 600); do
@@ -171,7 +178,7 @@ fn view_matches_tree(view: &str) {
         assert!(out.contains("view matches"), "{out}");
         assert_eq!(out.contains("executables ran"), exec_checks, "{out}");
         match view {
-            "fuse" => assert!(
+            "fuse" | "fuse-passthrough" => assert!(
                 out.contains("mounted-fuse"),
                 "FUSE view was not a mount: {out}"
             ),
@@ -191,6 +198,11 @@ fn view_matches_tree(view: &str) {
 #[test]
 fn fuse_view_matches_tree_and_nix() {
     view_matches_tree("fuse");
+}
+
+#[test]
+fn fuse_passthrough_view_matches_tree_and_nix() {
+    view_matches_tree("fuse-passthrough");
 }
 
 #[test]
@@ -288,7 +300,7 @@ fn corruption(view: &str) {
         let rel = format!("{}/{cid}", &cid[cid.len() - 3..cid.len() - 1]);
         flip_byte(&blocks.join(rel));
     }
-    let start = if view == "fuse" {
+    let start = if view != "materialised" {
         start_view_script(view)
     } else {
         // A corrupt path must not be materialised: wait for the view to give up on it.
@@ -314,7 +326,7 @@ done
     let out = in_namespace(&script, &env.vars());
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!("{view}: {stdout}");
-    if view == "fuse" {
+    if view != "materialised" {
         assert_eq!(
             stdout.matches("Input/output error").count(),
             2,
@@ -354,6 +366,11 @@ done
 #[test]
 fn corrupt_block_is_eio_through_fuse_and_named_by_verify() {
     corruption("fuse");
+}
+
+#[test]
+fn corrupt_block_is_eio_through_fuse_passthrough_and_named_by_verify() {
+    corruption("fuse-passthrough");
 }
 
 #[test]

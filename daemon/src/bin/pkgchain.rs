@@ -108,6 +108,10 @@ enum StoreCommand {
         /// Do not mount the CID view at `<ipfs dir>/store`.
         #[arg(long)]
         no_ipfs: bool,
+        /// FUSE opens: kernel-cache (no request per open; warm reads at page-cache speed) or
+        /// passthrough (single-block files read by the kernel straight from their block).
+        #[arg(long, default_value = "kernel-cache", env = "PKGCHAIN_FUSE_OPEN")]
+        fuse_open: pkgchain_store_view::OpenMode,
     },
     /// Paths, blocks, bytes and deduplication.
     Stats {
@@ -301,7 +305,11 @@ async fn run_store(
                 );
             }
         }
-        StoreCommand::Mount { view, no_ipfs } => return mount(store, loc, view, no_ipfs).await,
+        StoreCommand::Mount {
+            view,
+            no_ipfs,
+            fuse_open,
+        } => return mount(store, loc, view, no_ipfs, fuse_open).await,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -371,6 +379,7 @@ async fn mount(
     loc: &Locations,
     view: ViewMode,
     no_ipfs: bool,
+    fuse_open: pkgchain_store_view::OpenMode,
 ) -> anyhow::Result<ExitCode> {
     let mode = resolve_mode(view)?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -382,6 +391,7 @@ async fn mount(
                 tokio::runtime::Handle::current(),
                 &loc.store_dir,
                 (!no_ipfs).then_some(ipfs.as_path()),
+                fuse_open,
             )?;
             for m in mounts.mount_points() {
                 eprintln!("serving {} (FUSE) until SIGINT/SIGTERM", m.display());
