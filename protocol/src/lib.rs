@@ -23,6 +23,13 @@
 //!   both error forms).
 //! * [`types`]: store paths, content addresses, path info, derived paths, realisations (binary
 //!   and legacy JSON forms), build modes and results, the trusted flag.
+//! * [`request`]: [`request::Request`], the arguments of every operation a client from Nix 2.3
+//!   to 2.35 sends, per version, and which data follows them ([`request::Payload`]).
+//! * [`reply`]: [`reply::Reply`], what the daemon answers after `STDERR_LAST`, per operation
+//!   and version.
+//! * [`nar_copy`]: copying one raw NAR off the wire, stopping at its last byte (old
+//!   `AddToStore`, `AddToStoreNar` below 1.21).
+//! * [`tunnel`]: the `STDERR_READ` exchange (`AddToStoreNar` at 1.21 and 1.22).
 //!
 //! # Example
 //!
@@ -38,21 +45,24 @@
 //! assert_eq!(back, [BuildMode::Repair]);
 //! ```
 //!
-//! # Not here yet
+//! # Not here
 //!
-//! The request and reply of each operation (SetOptions, QueryPathInfo, AddToStore, ...) are
-//! not written yet; they come next, on top of these serializers. Also missing: `GCAction` and
-//! the other values that only appear inside a single operation (`BasicDerivation`, substitutable
-//! path infos, `CollectGarbage` options), the NAR parsing needed by the old `AddToStore` form,
-//! and the `serve` protocol (out of scope).
+//! Sockets and the daemon's request loop (the `daemon` crate drives these pure steps), and the
+//! `serve` protocol (out of scope).
 #![deny(missing_docs)]
 
 pub mod activity;
 pub mod context;
+#[cfg(test)]
+mod fixtures;
 pub mod framed;
 pub mod handshake;
+pub mod nar_copy;
 pub mod opcode;
+pub mod reply;
+pub mod request;
 pub mod stderr;
+pub mod tunnel;
 pub mod types;
 pub mod version;
 pub mod wire;

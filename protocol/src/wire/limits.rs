@@ -26,6 +26,11 @@ pub struct Limits {
     /// Longest single chunk of a framed stream. Nix writes chunks of at most 32 KiB; the
     /// default is 16 MiB.
     pub max_frame_len: u64,
+    /// Longest NAR read off the wire without framing (the old `AddToStore` form and
+    /// `AddToStoreNar` below 1.21, see [`crate::nar_copy`]). Nothing is allocated for it; it
+    /// bounds how much one request can make a daemon spool. Default 1 TiB (the NAR reader's
+    /// default largest file); a daemon should set it to what it is willing to store.
+    pub max_nar_len: u64,
 }
 
 impl Limits {
@@ -36,6 +41,7 @@ impl Limits {
         max_list_len: 1 << 20,
         max_fields: 1024,
         max_frame_len: 16 << 20,
+        max_nar_len: 1 << 40,
     };
 }
 

@@ -15,19 +15,20 @@ use crate::context::WireContext;
 ///
 /// The future is polled once with a no-op waker; a synchronous reader never suspends, so it is
 /// then complete. A future that does suspend (a reader that is not synchronous) gives
-/// [`WireErrorKind::NotReady`] instead of blocking or panicking.
-pub fn run_ready<T, F>(future: F) -> Result<T, WireError>
+/// [`WireErrorKind::NotReady`] instead of blocking or panicking. The error type is any that a
+/// [`WireError`] converts into (usually `WireError` itself).
+pub fn run_ready<T, E, F>(future: F) -> Result<T, E>
 where
-    F: Future<Output = Result<T, WireError>>,
+    F: Future<Output = Result<T, E>>,
+    E: From<WireError>,
 {
     let mut future = pin!(future);
     let mut cx = Context::from_waker(Waker::noop());
     match future.as_mut().poll(&mut cx) {
         Poll::Ready(result) => result,
-        Poll::Pending => Err(WireError::new(
-            "synchronous decoding",
-            WireErrorKind::NotReady,
-        )),
+        Poll::Pending => {
+            Err(WireError::new("synchronous decoding", WireErrorKind::NotReady).into())
+        }
     }
 }
 
