@@ -1,6 +1,13 @@
-//! Package chain's daemon side: where a Nix installation lives (the same variables nix-daemon
-//! honours) and, from issue 3, the worker-protocol server.
+//! Package chain's daemon side: where a Nix installation lives (the same variables and
+//! `nix.conf` files nix-daemon honours), who may connect (`SO_PEERCRED`, `trusted-users`,
+//! `allowed-users`), the daemon socket, and the worker-protocol server.
 //!
-//! The `pkgchain` binary (`src/bin/pkgchain.rs`) is the command-line tool over the store.
+//! Binaries: `pkgchain-daemon` (`src/bin/pkgchain-daemon.rs`), the daemon that replaces
+//! `nix-daemon`; `pkgchain` (`src/bin/pkgchain.rs`), the command-line tool over the store.
 
+pub mod auth;
+pub mod listener;
 pub mod locations;
+pub mod nix_conf;
+pub mod process;
+pub mod server;

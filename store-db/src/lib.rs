@@ -11,10 +11,17 @@
 //! see "database is busy".
 //!
 //! Invariant kept here: a path is registered together with all of its references being valid
-//! (or registered in the same transaction), and a registered path's row, references and block
-//! list appear in one commit or not at all.
+//! (or registered in the same transaction), and a registered path's row, references, block
+//! list and (for a `.drv`) derivation outputs appear in one commit or not at all.
+//!
+//! Besides registration ([`StoreDb::register_paths`]) the database answers the queries of the
+//! worker protocol ([`query`]) and keeps realisations of derivation outputs ([`realisation`]).
 
-use std::collections::{BTreeSet, HashMap};
+pub mod query;
+pub mod realisation;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
@@ -58,6 +65,44 @@ pub enum DbError {
         /// The reference that is not valid.
         reference: String,
     },
+    /// A path the operation needs is not valid (Nix's `InvalidPath`).
+    #[error("path '{0}' is not valid")]
+    InvalidPath(String),
+    /// A signature that cannot be stored in the space-separated `sigs` column.
+    #[error("signature '{0}' is empty or contains white space")]
+    BadSignature(String),
+    /// A different realisation of the same derivation output is already registered.
+    #[error(
+        "Trying to register a realisation of '{id}', but we already have another one locally.\nLocal:  {local}\nRemote: {remote}"
+    )]
+    RealisationConflict {
+        /// The derivation output.
+        id: String,
+        /// The output path registered here.
+        local: String,
+        /// The output path offered.
+        remote: String,
+    },
+    /// A realisation names a dependency that is not registered.
+    #[error(
+        "unable to register the derivation '{id}' as it depends on the non existent '{dependency}'"
+    )]
+    RealisationDependencyMissing {
+        /// The derivation output being registered.
+        id: String,
+        /// The dependency.
+        dependency: String,
+    },
+    /// A realisation names a dependency whose registered output path differs.
+    #[error(
+        "unable to register the derivation '{id}' as it depends on a realisation of '{dependency}' that doesn't match what we have locally"
+    )]
+    RealisationDependencyMismatch {
+        /// The derivation output being registered.
+        id: String,
+        /// The dependency.
+        dependency: String,
+    },
 }
 
 /// What the store knows about one valid path.
@@ -92,6 +137,9 @@ pub struct NewPath {
     pub info: PathInfo,
     /// Every block of its DAG with its size; duplicates are allowed.
     pub blocks: Vec<(Cid, u64)>,
+    /// For a `.drv`: the statically known output paths by output name (Nix's
+    /// `DerivationOutputs` rows; floating content-addressed outputs have none). Empty otherwise.
+    pub derivation_outputs: BTreeMap<String, StorePath>,
 }
 
 /// Totals over the store.
@@ -171,20 +219,10 @@ impl StoreDb {
     /// Every reference must be valid already or be one of `paths`. Re-registering a valid path
     /// updates its metadata (signatures are merged) and keeps its id.
     pub async fn register_paths(&self, paths: &[NewPath]) -> Result<(), DbError> {
-        let mut attempt = 0u32;
-        loop {
-            match self.try_register(paths).await {
-                Err(DbError::Sql(e)) if is_busy(&e) => {
-                    attempt += 1;
-                    if attempt.is_multiple_of(100) {
-                        warn!(attempt, "metadata database still locked by another process");
-                    }
-                    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt.min(20))))
-                        .await;
-                }
-                other => return other,
-            }
+        for p in paths {
+            check_sigs(&p.info.sigs)?;
         }
+        retry_busy(|| self.try_register(paths)).await
     }
 
     async fn try_register(&self, paths: &[NewPath]) -> Result<(), DbError> {
@@ -192,7 +230,17 @@ impl StoreDb {
         let mut ids: HashMap<&StorePath, i64> = HashMap::new();
         for p in paths {
             let i = &p.info;
-            let sigs = i.sigs.iter().cloned().collect::<Vec<_>>().join(" ");
+            // Signatures already there are kept: merged as sets, never duplicated.
+            let mut sigs = i.sigs.clone();
+            if let Some(row) = sqlx::query("SELECT sigs FROM ValidPaths WHERE path = ?")
+                .bind(i.path.base_name())
+                .fetch_optional(&mut *tx)
+                .await?
+            {
+                let old: String = row.try_get(0)?;
+                sigs.extend(old.split_whitespace().map(str::to_owned));
+            }
+            let sigs = join_sigs(&sigs);
             let id: i64 = sqlx::query(
                 "INSERT INTO ValidPaths
                    (path, nar_hash, nar_size, root_cid, deriver, registration_time, ultimate, sigs, ca)
@@ -202,7 +250,7 @@ impl StoreDb {
                    root_cid = excluded.root_cid,
                    deriver = COALESCE(excluded.deriver, deriver),
                    ultimate = excluded.ultimate OR ultimate,
-                   sigs = TRIM(sigs || ' ' || excluded.sigs),
+                   sigs = excluded.sigs,
                    ca = COALESCE(excluded.ca, ca)
                  RETURNING id",
             )
@@ -229,6 +277,16 @@ impl StoreDb {
                 .execute(&mut *tx)
                 .await?;
             insert_blocks(&mut tx, id, &p.blocks).await?;
+            for (output, out_path) in &p.derivation_outputs {
+                sqlx::query(
+                    "INSERT OR REPLACE INTO DerivationOutputs (drv, output, path) VALUES (?, ?, ?)",
+                )
+                .bind(id)
+                .bind(output)
+                .bind(out_path.base_name())
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         for p in paths {
             let referrer = ids[&p.info.path];
@@ -479,6 +537,54 @@ fn parse_stored_path(s: &str) -> Result<StorePath, String> {
     StorePath::from_base_name(s).map_err(|e| e.to_string())
 }
 
+/// Parses a stored base name, naming `what` and `owner` if it is damaged.
+pub(crate) fn stored_path(what: &'static str, owner: &str, s: &str) -> Result<StorePath, DbError> {
+    parse_stored_path(s).map_err(|detail| DbError::Corrupt {
+        what,
+        path: owner.to_owned(),
+        detail,
+    })
+}
+
+/// Runs a write transaction, retrying while another process holds the write lock.
+pub(crate) async fn retry_busy<T, F, Fut>(mut attempt_once: F) -> Result<T, DbError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, DbError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match attempt_once().await {
+            Err(DbError::Sql(e)) if is_busy(&e) => {
+                attempt += 1;
+                if attempt.is_multiple_of(100) {
+                    warn!(attempt, "metadata database still locked by another process");
+                }
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt.min(20)))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Signatures go into a space-separated column: each must be one non-empty word.
+pub(crate) fn check_sigs<'a>(sigs: impl IntoIterator<Item = &'a String>) -> Result<(), DbError> {
+    for sig in sigs {
+        if sig.is_empty() || sig.contains(char::is_whitespace) {
+            return Err(DbError::BadSignature(sig.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// The column form of a signature set.
+pub(crate) fn join_sigs(sigs: &BTreeSet<String>) -> String {
+    sigs.iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,6 +613,7 @@ mod tests {
                 path,
             },
             blocks,
+            derivation_outputs: BTreeMap::new(),
         }
     }
 

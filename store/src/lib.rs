@@ -6,32 +6,51 @@
 //! * [`export`]: a path's NAR rebuilt from its blocks byte for byte, every block verified.
 //! * [`Store`]: the facade used by the daemon and the `pkgchain` tool: add a tree as a source
 //!   path (what `nix-store --add` does), register paths, dump, verify, statistics.
+//! * [`add`]: what the worker protocol's add operations do: a NAR with client-given metadata
+//!   ([`Store::add_nar`]), or file data under a computed content address
+//!   ([`Store::add_to_store_ca`]).
+//! * [`query`]: what the worker protocol asks: path info, referrers, derivers, derivation
+//!   outputs, realisations; signatures added to valid paths.
+//! * [`drv`]: `.drv` files in the store and the checks Nix makes when one becomes valid.
 //!
 //! Invariant: a path is registered only after every block of its DAG is durable; a crash at any
-//! point leaves at most blocks that no path uses, never a valid path with a missing block.
+//! point leaves at most blocks that no path uses, never a valid path with a missing block. A
+//! `.drv` becomes valid only with its derivation checked and its outputs recorded.
 
+pub mod add;
+pub mod drv;
 pub mod export;
 pub mod fs_source;
 pub mod ingest;
+mod locks;
+pub mod query;
+mod stream;
 pub mod tree;
 pub mod verify;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use pkgchain_blockstore::{BlockError, BlockStore};
 use pkgchain_dag::Cid;
-use pkgchain_store_db::{DbError, NewPath, PathInfo, StoreDb};
-use pkgchain_store_model::content_address::{ContentAddress, ContentAddressMethod};
+use pkgchain_store_db::{DbError, NewPath, StoreDb};
+use pkgchain_store_model::content_address::{
+    ContentAddress, ContentAddressError, ContentAddressMethod,
+};
+use pkgchain_store_model::derivation::{DerivationError, DrvHashes};
 use pkgchain_store_model::store_path::{StoreDir, StorePath, StorePathError};
 use thiserror::Error;
 use tracing::{info, info_span};
 
+pub use crate::add::{CaAddRequest, DumpFormat};
 pub use crate::export::ExportError;
 pub use crate::ingest::{IngestError, IngestOptions, Ingested};
+pub use crate::tree::TreeError;
 pub use crate::verify::{Problem, VerifyReport};
+pub use pkgchain_store_db::PathInfo;
+pub use pkgchain_store_db::realisation::{DrvHashOutput, RealisationKey, RealisationValue};
 
 /// Why a store operation failed.
 #[derive(Debug, Error)]
@@ -60,6 +79,105 @@ pub enum StoreError {
     /// Writing output failed.
     #[error("writing output: {0}")]
     Output(std::io::Error),
+    /// Reading inside a path failed.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    /// Reading the data to add from the caller's stream failed.
+    #[error("reading the data to add: {0}")]
+    Read(std::io::Error),
+    /// A local file operation failed.
+    #[error("{op} '{path}': {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Where.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The NAR does not have the hash its metadata states (Nix's words).
+    #[error("hash mismatch importing path '{path}';\n  specified: {specified}\n  got:       {got}")]
+    HashMismatch {
+        /// The store path.
+        path: String,
+        /// The stated NAR hash (SRI).
+        specified: String,
+        /// The NAR's hash (SRI).
+        got: String,
+    },
+    /// The NAR does not have the size its metadata states (Nix's words).
+    #[error("size mismatch importing path '{path}';\n  specified: {specified}\n  got:       {got}")]
+    SizeMismatch {
+        /// The store path.
+        path: String,
+        /// The stated NAR size.
+        specified: u64,
+        /// The NAR's size (or "more than N" when it runs past the stated size).
+        got: String,
+    },
+    /// The contents do not have the hash the stated content address names (Nix's words).
+    #[error(
+        "ca hash mismatch importing path '{path}';\n  specified: {specified}\n  got:       {got}"
+    )]
+    CaHashMismatch {
+        /// The store path.
+        path: String,
+        /// The content address's hash (`algo:nix32`).
+        specified: String,
+        /// The contents' hash.
+        got: String,
+    },
+    /// The stated content address (with the stated references) does not give the path.
+    #[error(
+        "cannot add path '{0}' to the Nix store because it claims to be content-addressed but isn't"
+    )]
+    NotContentAddressed(String),
+    /// A content address cannot give a store path (wrong algorithm, references not allowed).
+    #[error(transparent)]
+    ContentAddress(#[from] ContentAddressError),
+    /// A hash part that is not 32 characters long.
+    #[error("invalid hash part '{0}'")]
+    InvalidHashPart(String),
+    /// A `.drv` does not parse (Nix's words).
+    #[error("error parsing derivation '{path}': {reason}")]
+    DerivationParse {
+        /// The `.drv` path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `.drv` parses but breaks an invariant (wrong output path, ...).
+    #[error("derivation '{path}' is invalid: {source}")]
+    DerivationInvalid {
+        /// The `.drv` path.
+        path: String,
+        /// What is wrong.
+        source: DerivationError,
+    },
+    /// A regular file was needed.
+    #[error("'{0}' is not a regular file")]
+    NotRegularFile(String),
+    /// A file is larger than this operation reads.
+    #[error("'{path}' is {size} bytes, more than the {limit} bytes allowed")]
+    TooLarge {
+        /// The file.
+        path: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A signature that is not `keyname:base64`.
+    #[error("invalid signature '{signature}': {reason}")]
+    BadSignature {
+        /// The signature as given.
+        signature: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// Something this store does not do (yet).
+    #[error("not supported: {0}")]
+    Unsupported(String),
 }
 
 /// Where the store keeps its parts.
@@ -89,6 +207,12 @@ struct Inner {
     config: StoreConfig,
     blocks: BlockStore,
     db: StoreDb,
+    /// The runtime the store was opened in; blocking code reaches the database through it.
+    runtime: tokio::runtime::Handle,
+    /// Memoised modulo hashes of derivations (see [`drv`]).
+    drv_hashes: Mutex<DrvHashes>,
+    /// Per-path locks for adds.
+    locks: locks::PathLocks,
 }
 
 /// The store; cheap to clone.
@@ -106,15 +230,27 @@ pub struct StoreStats {
     pub disk_bytes: u64,
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Runs blocking work on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
 impl Store {
-    /// Opens the store, creating its directories and database if needed.
+    /// Opens the store, creating its directories and database if needed. Must run in a tokio
+    /// runtime, which the store keeps using (blocking adds reach the database through it).
     pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| StoreError::Task(format!("opening the store: {e}")))?;
         if let Some(parent) = config.db_file.parent() {
             std::fs::create_dir_all(parent).map_err(|e| {
                 StoreError::Block(BlockError::Io {
@@ -126,7 +262,19 @@ impl Store {
         }
         let blocks = BlockStore::open(&config.blocks_dir)?;
         let db = StoreDb::open(&config.db_file).await?;
-        Ok(Store(Arc::new(Inner { config, blocks, db })))
+        Ok(Store(Arc::new(Inner {
+            config,
+            blocks,
+            db,
+            runtime,
+            drv_hashes: Mutex::new(DrvHashes::new()),
+            locks: locks::PathLocks::default(),
+        })))
+    }
+
+    /// The runtime the store was opened in.
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.0.runtime
     }
 
     /// The configuration.
@@ -166,7 +314,8 @@ impl Store {
         Ok(ingested)
     }
 
-    /// Registers an ingested tree as `path`.
+    /// Registers an ingested tree as `path`. A `.drv` must pass Nix's derivation checks (see
+    /// [`drv`]); its outputs are recorded with it.
     pub async fn register(
         &self,
         path: StorePath,
@@ -186,10 +335,28 @@ impl Store {
             ca: ca.map(|c| c.render()),
             references,
         };
+        self.register_checked(info, ingested.blocks.clone()).await
+    }
+
+    /// Registers one path in one transaction, after the derivation checks when it is a `.drv`.
+    pub(crate) async fn register_checked(
+        &self,
+        info: PathInfo,
+        blocks: Vec<(Cid, u64)>,
+    ) -> Result<(), StoreError> {
+        let derivation_outputs = if info.path.is_derivation() {
+            let store = self.clone();
+            let path = info.path.clone();
+            let root = info.root;
+            blocking(move || store.check_new_derivation(&path, &root)).await?
+        } else {
+            BTreeMap::new()
+        };
         self.db()
             .register_paths(&[NewPath {
                 info,
-                blocks: ingested.blocks.clone(),
+                blocks,
+                derivation_outputs,
             }])
             .await?;
         Ok(())

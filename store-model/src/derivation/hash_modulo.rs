@@ -441,6 +441,16 @@ impl DrvHashes {
         self.hashes.get(drv_path)
     }
 
+    /// How many derivations have a memoised hash.
+    pub fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// Whether no hash is memoised.
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
     /// Records a hash computed elsewhere.
     pub fn insert(&mut self, drv_path: StorePath, hash: DrvHash) {
         self.hashes.insert(drv_path, hash);

@@ -1,0 +1,162 @@
+//! `pkgchain-daemon`: the worker-protocol daemon that replaces `nix-daemon`.
+//!
+//! It takes nix-daemon's flags (`--daemon`, `--stdio`, `--force-trusted`, `--force-untrusted`,
+//! `--default-trust`) and may be installed or invoked under that name. It opens the block
+//! store, serves the store directory as a view of it (FUSE, or materialised files where FUSE
+//! is unavailable), listens on the daemon socket (or the one systemd passes) and serves
+//! clients until SIGTERM or SIGINT, then unmounts the view.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use pkgchain_daemon::auth::{AccessRules, Trust};
+use pkgchain_daemon::listener;
+use pkgchain_daemon::locations::Locations;
+use pkgchain_daemon::process;
+use pkgchain_daemon::nix_conf::NixConfig;
+use pkgchain_daemon::server::{self, DaemonState, REPORTED_NIX_VERSION};
+use pkgchain_store::Store;
+use pkgchain_store_view::{OpenMode, ViewMode, resolve_mode};
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    name = "nix-daemon",
+    about = "Package chain's Nix daemon: serves Nix clients from a content-addressed block store",
+    disable_version_flag = true
+)]
+struct Cli {
+    /// Run as the daemon (the default; accepted for nix-daemon compatibility).
+    #[arg(long)]
+    daemon: bool,
+    /// Serve one connection on standard input and output (what ssh-ng:// stores start).
+    #[arg(long)]
+    stdio: bool,
+    /// Treat every client as trusted.
+    #[arg(long, conflicts_with_all = ["force_untrusted", "default_trust"])]
+    force_trusted: bool,
+    /// Treat every client as untrusted.
+    #[arg(long, conflicts_with = "default_trust")]
+    force_untrusted: bool,
+    /// Decide trust from `trusted-users` (the default).
+    #[arg(long)]
+    default_trust: bool,
+    /// Print the version and exit.
+    #[arg(long)]
+    version: bool,
+    /// The store view: auto (FUSE when possible), fuse, materialised [env: PKGCHAIN_STORE_VIEW].
+    #[arg(long, env = "PKGCHAIN_STORE_VIEW", default_value = "auto")]
+    view: ViewMode,
+    /// Do not serve a view of the store directory (something else provides it).
+    #[arg(long)]
+    no_view: bool,
+    /// More logging (repeat for more); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.version {
+        println!("nix-daemon (Nix) {REPORTED_NIX_VERSION}");
+        return ExitCode::SUCCESS;
+    }
+    process::init_logging(cli.verbose, "info");
+    process::run_main(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let env = |name: &str| std::env::var(name).ok();
+    let config = NixConfig::load(env)?;
+    let loc = Locations::from_env();
+    let forced = if cli.force_trusted {
+        Some(Trust::Trusted)
+    } else if cli.force_untrusted {
+        Some(Trust::Untrusted)
+    } else {
+        None
+    };
+    let rules = AccessRules {
+        trusted_users: config.list("trusted-users", &["root"]),
+        allowed_users: config.list("allowed-users", &["*"]),
+        build_users_group: config
+            .get("build-users-group")
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
+        forced,
+    };
+    if let Some(store) = config.get("store")
+        && !matches!(store.trim(), "" | "auto" | "local" | "daemon")
+    {
+        anyhow::bail!(
+            "setting 'store = {store}' is not supported: this daemon serves its own local store"
+        );
+    }
+    let store_config = loc.store_config()?;
+    let store = Store::open(store_config)
+        .await
+        .context("cannot open the store")?;
+    let mode = if cli.no_view {
+        None
+    } else {
+        Some(resolve_mode(cli.view)?)
+    };
+    let state = Arc::new(DaemonState {
+        store: store.clone(),
+        rules,
+        config,
+        materialise: mode == Some(ViewMode::Materialised),
+    });
+    if cli.stdio {
+        anyhow::bail!(
+            "--stdio is not supported yet (one connection over standard input and output, \
+             used by ssh-ng:// stores)"
+        );
+    }
+    let mut mounts = None;
+    match mode {
+        Some(ViewMode::Fuse) => {
+            mounts = Some(pkgchain_store_view::mount_fuse(
+                &store,
+                tokio::runtime::Handle::current(),
+                &loc.store_dir,
+                Some(loc.ipfs_store_dir().as_path()),
+                OpenMode::default(),
+            )?);
+        }
+        Some(_) => {
+            let report = pkgchain_store_view::sync_store_dir(&store, &loc.store_dir).await?;
+            info!(?report, "store directory materialised");
+        }
+        None => {}
+    }
+    let std_listener = match listener::from_activation()? {
+        Some(l) => l,
+        None => listener::bind(&listener::socket_path(&loc.state_dir, |n| {
+            std::env::var(n).ok()
+        }))?,
+    };
+    std_listener.set_nonblocking(true)?;
+    let listener = tokio::net::UnixListener::from_std(std_listener)?;
+    info!(
+        store = %loc.store_dir.display(),
+        view = ?mode,
+        "serving Nix clients until SIGTERM/SIGINT"
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    server::serve(listener, state, shutdown).await;
+    if let Some(m) = mounts {
+        tokio::task::spawn_blocking(move || m.unmount()).await?;
+    }
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}

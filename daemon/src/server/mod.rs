@@ -1,0 +1,88 @@
+//! The worker-protocol server: accepts Nix clients on the daemon socket and serves each
+//! connection on its own task.
+//!
+//! One process serves every connection (nix-daemon forks one per connection), so what Nix
+//! keeps per process is kept per connection here: the peer's trust, its `SetOptions`
+//! settings, its negotiated protocol version. A connection that sends garbage gets an error and
+//! is closed; the others are not affected.
+
+mod connection;
+mod ops;
+mod settings;
+
+use std::sync::Arc;
+
+use pkgchain_store::Store;
+use tokio::net::UnixListener;
+use tracing::{info, warn};
+
+use crate::auth::AccessRules;
+use crate::nix_conf::NixConfig;
+
+pub use connection::serve_connection;
+
+/// The Nix version this daemon reports in the handshake (1.33 and later) and `--version`:
+/// the newest Nix whose protocol it speaks, marked as ours.
+pub const REPORTED_NIX_VERSION: &str = concat!("2.35.0 (pkgchain ", env!("CARGO_PKG_VERSION"), ")");
+
+/// What every connection shares.
+pub struct DaemonState {
+    /// The store.
+    pub store: Store,
+    /// Who may connect, and who is trusted.
+    pub rules: AccessRules,
+    /// The daemon's own `nix.conf` settings.
+    pub config: NixConfig,
+    /// The store directory is a materialised view: every added path is written out as files
+    /// before the client hears it was added (clients read the store directory themselves).
+    pub materialise: bool,
+}
+
+impl DaemonState {
+    /// Makes a newly valid path visible in the store directory (materialised view only; the
+    /// FUSE view shows it as soon as it is registered).
+    pub(crate) async fn publish(&self, info: &pkgchain_store::PathInfo) -> Result<(), String> {
+        if !self.materialise {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let base = info.path.base_name().to_owned();
+        let root = info.root;
+        tokio::task::spawn_blocking(move || {
+            let dir = std::path::PathBuf::from(store.store_dir().as_str());
+            pkgchain_store_view::materialise_path(&store, &dir, &base, &root)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Accepts connections until `shutdown` resolves; each is served on its own task.
+pub async fn serve(
+    listener: UnixListener,
+    state: Arc<DaemonState>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                info!("stopping: no new connections");
+                return;
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let state = Arc::clone(&state);
+                    tokio::spawn(serve_connection(state, stream));
+                }
+                Err(e) => {
+                    // EMFILE and friends: wait a little instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
