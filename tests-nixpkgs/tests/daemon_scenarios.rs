@@ -91,7 +91,7 @@ run nix-store -q --references $P
 run nix-store -q --referrers $P
 run nix-store -q --requisites $P
 run nix-store -q --deriver $P
-run ls -lR $P
+run bash -c "cd $P && find . -type d -printf '%y %m %P\\n' -o -printf '%y %m %s %l %P\\n' | LC_ALL=C sort"
 run $P/run.sh
 D=$(nix-instantiate $I/many.nix 2>/dev/null)
 echo "drv $D"
@@ -101,7 +101,7 @@ run nix-store -q --tree $D
 run nix-store -q --graph $D
 run nix-store -q --referrers $(nix-store -q --references $D | head -n1)
 run nix-store -q --valid-derivers $P
-run nix --extra-experimental-features nix-command path-info --json -r $D
+run nix --extra-experimental-features nix-command path-info --json -r $P
 run bash -c "nix-store --dump $P | sha256sum"
 run nix-store --verify --check-contents
 run nix --extra-experimental-features nix-command eval --raw --expr 'builtins.toFile "t" "text"'
@@ -109,7 +109,8 @@ run nix --extra-experimental-features nix-command eval --raw --expr 'builtins.pa
 run nix --extra-experimental-features nix-command eval --raw --expr 'builtins.filterSource (p: t: baseNameOf p != "run.sh") /mnt/in/d'
 run nix-store -q --references $(nix --extra-experimental-features nix-command eval --raw --expr 'builtins.toFile "r" "${builtins.toFile "t" "text"}"')
 run nix-store --realise $P
-run nix-store --optimise
+# Both succeed; the messages differ by design (Nix hard-links, our store is deduplicated).
+nix-store --optimise > /dev/null 2>&1; echo "optimise exit $?"
 run nix-store -q --hash /nix/store/00000000000000000000000000000000-missing
 "#;
 
@@ -135,7 +136,7 @@ fn transcript(client: Client, daemon: Daemon, input: &Path) -> String {
         r#"
 # Not NIX_REMOTE=daemon here: a real nix-daemon started with it would open its own socket as
 # its store and connect to itself without end. Only the clients get it.
-export NIX_CONFIG=$'sandbox = false\nbuild-users-group =\nrequire-sigs = false'
+export NIX_CONFIG=$'sandbox = false\nbuild-users-group =\nrequire-sigs = false\nsubstituters ='
 mkdir -p /mnt/in /nix/ipfs
 mount --bind '{input}' /mnt/in
 if [ -d '{chroot}' ]; then
@@ -174,14 +175,20 @@ if [ -d '{chroot}' ] && grep -q ' /nix/store fuse' /proc/mounts; then mount --bi
 /// Removes what differs between daemons by design: registration times (in `path-info --json`).
 fn normalise(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    const KEY: &str = "\"registrationTime\":";
     for line in text.lines() {
-        let mut l = line.to_owned();
-        while let Some(i) = l.find("\"registrationTime\":") {
-            let rest = &l[i + 19..];
-            let end = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            l = format!("{}\"registrationTime\":T{}", &l[..i], &rest[end..]);
+        let mut l = String::with_capacity(line.len());
+        let mut rest = line;
+        while let Some(i) = rest.find(KEY) {
+            l.push_str(&rest[..i + KEY.len()]);
+            l.push('T');
+            rest = &rest[i + KEY.len()..];
+            rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+        }
+        l.push_str(rest);
+        // Nix's check of its hard-link pool (`.links`), which this store does not have.
+        if l == "checking link hashes..." {
+            continue;
         }
         out.push_str(&l);
         out.push('\n');
@@ -233,13 +240,12 @@ fn compare(client: Client) {
 }
 
 #[test]
-#[ignore = "the control run (real nix-daemon in this harness) spawns connections without end and hangs; run with --ignored while it is investigated"]
 fn nix_2_8_client_sees_the_same_as_with_nix_daemon() {
     compare(Client::Nix28);
 }
 
 #[test]
-#[ignore = "the control run (real nix-daemon in this harness) spawns connections without end and hangs; run with --ignored while it is investigated"]
+#[ignore = "not finished: the Nix 2.34 run in the sid chroot does not complete in this harness yet (cause not found); run with --ignored"]
 fn nix_2_34_client_sees_the_same_as_with_nix_daemon() {
     compare(Client::Nix234);
 }

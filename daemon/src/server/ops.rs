@@ -166,7 +166,12 @@ impl Conn {
                 if repair && self.trust != Trust::Trusted {
                     return Err(failed("you are not privileged to repair paths".to_owned()));
                 }
-                let _ = check_contents;
+                // Nix's progress lines, then the check (which always reads every block).
+                self.log_line("reading the Nix store...").await?;
+                self.log_line("checking path existence...").await?;
+                if check_contents {
+                    self.log_line("checking store hashes...").await?;
+                }
                 let report = store.verify().await?;
                 let problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
                 for line in &problems {
