@@ -124,6 +124,9 @@ pub fn resolve_mode(mode: ViewMode) -> Result<ViewMode, ViewError> {
     }
 }
 
+/// How long [`FuseMounts::unmount`] waits for a view's session to end.
+const UNMOUNT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Mounted FUSE views; dropping this (or calling [`FuseMounts::unmount`]) unmounts them.
 pub struct FuseMounts {
     sessions: Vec<(PathBuf, fuser::BackgroundSession)>,
@@ -151,10 +154,26 @@ impl FuseMounts {
             if let Err(e) = detach(&path) {
                 warn!(mount = %path.display(), error = %e, "detaching the mount failed");
             }
-            if let Err(e) = session.umount_and_join() {
-                warn!(mount = %path.display(), error = %e, "unmount failed");
-            } else {
-                info!(mount = %path.display(), "unmounted");
+            // The session ends when the kernel drops its last mount; a bind mount of the view
+            // elsewhere keeps it alive. Wait a bounded time, then let the process exit, which
+            // aborts the connection (remaining mounts then fail with ENOTCONN).
+            let (done_tx, done_rx) = std::sync::mpsc::channel();
+            let waiter = std::thread::Builder::new()
+                .name("pkgchain-unmount".into())
+                .spawn(move || {
+                    let _ = done_tx.send(session.umount_and_join());
+                });
+            if waiter.is_err() {
+                warn!(mount = %path.display(), "no thread to wait for the unmount");
+                continue;
+            }
+            match done_rx.recv_timeout(UNMOUNT_WAIT) {
+                Ok(Ok(())) => info!(mount = %path.display(), "unmounted"),
+                Ok(Err(e)) => warn!(mount = %path.display(), error = %e, "unmount failed"),
+                Err(_) => warn!(
+                    mount = %path.display(),
+                    "the view is still mounted elsewhere (a bind mount?); it ends with this process"
+                ),
             }
         }
     }

@@ -353,3 +353,40 @@ nix-store --verify --check-contents && echo VERIFY=ok
     assert_eq!(value(&ours, "VERIFY"), "ok");
     eprintln!("through our daemon: {}", ours.trim());
 }
+
+/// SIGTERM stops the daemon and its view even when the view is bind-mounted elsewhere (which
+/// keeps a FUSE session alive): the daemon waits a bounded time, then exits, and the leftover
+/// mount fails instead of hanging.
+#[test]
+fn daemon_stops_on_sigterm_with_its_view_bound_elsewhere() {
+    if !prerequisites(&["unshare", "fusermount3"]) {
+        return;
+    }
+    let script = format!(
+        r#"
+mkdir -p /nix/ipfs /nix/elsewhere
+PKGCHAIN_IPFS_DIR=/nix/ipfs '{daemon}' --view fuse > /nix/daemon.log 2>&1 &
+dpid=$!
+for i in $(seq 1 100); do [ -S /nix/var/nix/daemon-socket/socket ] && break; sleep 0.1; done
+[ -S /nix/var/nix/daemon-socket/socket ] || {{ cat /nix/daemon.log; exit 1; }}
+mount --bind /nix/store /nix/elsewhere
+kill -TERM $dpid
+# Liveness, not speed: a daemon that never stops would hang the suite.
+for i in $(seq 1 600); do kill -0 $dpid 2>/dev/null || break; sleep 0.1; done
+if kill -0 $dpid 2>/dev/null; then echo "STOPPED=no"; kill -KILL $dpid; else echo "STOPPED=yes"; fi
+wait $dpid && echo "STATUS=0" || echo "STATUS=$?"
+grep -q ' /nix/store fuse' /proc/mounts && echo MOUNTED=yes || echo MOUNTED=no
+"#,
+        daemon = daemon_bin().display()
+    );
+    let out = in_namespace(&script, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(value(&stdout, "STOPPED"), "yes", "{stdout}");
+    assert_eq!(value(&stdout, "STATUS"), "0", "{stdout}");
+    assert_eq!(value(&stdout, "MOUNTED"), "no", "{stdout}");
+}
