@@ -20,9 +20,9 @@ pub fn init_logging(verbose: u8, quiet_level: &str) {
         .init();
 }
 
-/// Runs `main` on a multi-threaded runtime; an error is printed as `error: ...` and gives
-/// exit code 1.
-pub fn run_main(main: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+/// Runs `main` on a multi-threaded runtime; an error is printed as `error: ...` (with its
+/// causes, for errors whose alternate form lists them) and gives exit code 1.
+pub fn run_main<E: std::fmt::Display>(main: impl Future<Output = Result<ExitCode, E>>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pkgchain_tests_nixpkgs::{in_namespace, prerequisites, skipping_allowed, target_dir};
+use pkgchain_tests_nixpkgs::{in_namespace_ok, prerequisites, skipping_allowed, target_dir};
 
 const SID_CHROOT: &str = "/var/cache/pkgchain/sid-chroot";
 
@@ -32,6 +32,20 @@ fn daemon_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Shell lines that start our daemon (FUSE view, blocks under `/nix/ipfs`) as `$dpid` and
+/// wait for its socket.
+fn start_our_daemon() -> String {
+    format!(
+        r#"mkdir -p /nix/ipfs
+PKGCHAIN_IPFS_DIR=/nix/ipfs '{daemon}' --view fuse > /nix/daemon.log 2>&1 &
+dpid=$!
+for i in $(seq 1 100); do [ -S /nix/var/nix/daemon-socket/socket ] && break; sleep 0.1; done
+[ -S /nix/var/nix/daemon-socket/socket ] || {{ cat /nix/daemon.log; exit 1; }}
+"#,
+        daemon = daemon_bin().display()
+    )
 }
 
 /// A fresh directory with the scenarios' input files.
@@ -163,14 +177,8 @@ if [ -d '{chroot}' ] && grep -q ' /nix/store fuse' /proc/mounts; then mount --bi
             "/nonexistent"
         },
     );
-    let out = in_namespace(&script, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{client:?} against {daemon:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    normalise(&stdout)
+    // The script names the daemon and the client, so a failure says which run it was.
+    normalise(&in_namespace_ok(&script, &[]))
 }
 
 /// Removes what differs between daemons by design: registration times (in `path-info --json`).
@@ -271,10 +279,7 @@ fn nix_2_8_client_through_our_daemon_matches_nix_local_store() {
 export NIX_CONFIG=$'sandbox = false\nbuild-users-group ='
 mkdir -p /mnt/in /nix/ipfs
 mount --bind '{input}' /mnt/in
-PKGCHAIN_IPFS_DIR=/nix/ipfs '{daemon}' --view fuse > /nix/daemon.log 2>&1 &
-dpid=$!
-trap 'kill -TERM $dpid 2>/dev/null; wait $dpid 2>/dev/null || true' EXIT
-for i in $(seq 1 100); do [ -S /nix/var/nix/daemon-socket/socket ] && break; sleep 0.1; done
+{start}trap 'kill -TERM $dpid 2>/dev/null; wait $dpid 2>/dev/null || true' EXIT
 export NIX_REMOTE=daemon
 echo "DIR=$(nix-store --add /mnt/in/d)"
 echo "FLAT=$(nix-store --add-fixed sha256 /mnt/in/f.txt)"
@@ -285,15 +290,9 @@ echo "RUN=$("$(nix-store --add /mnt/in/d)/run.sh")"
 nix-store --verify --check-contents && echo VERIFY=ok
 "#,
         input = input.path().display(),
-        daemon = daemon_bin().display(),
+        start = start_our_daemon(),
     );
-    let out = in_namespace(&script, &[]);
-    let ours = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{ours}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ours = in_namespace_ok(&script, &[]);
     // The same with Nix alone, in a store of its own.
     let root = tempfile::Builder::new()
         .prefix("nix-local-")
@@ -365,11 +364,7 @@ fn daemon_stops_on_sigterm_with_its_view_bound_elsewhere() {
     let script = format!(
         r#"
 mkdir -p /nix/ipfs /nix/elsewhere
-PKGCHAIN_IPFS_DIR=/nix/ipfs '{daemon}' --view fuse > /nix/daemon.log 2>&1 &
-dpid=$!
-for i in $(seq 1 100); do [ -S /nix/var/nix/daemon-socket/socket ] && break; sleep 0.1; done
-[ -S /nix/var/nix/daemon-socket/socket ] || {{ cat /nix/daemon.log; exit 1; }}
-mount --bind /nix/store /nix/elsewhere
+{start}mount --bind /nix/store /nix/elsewhere
 kill -TERM $dpid
 # Liveness, not speed: a daemon that never stops would hang the suite.
 for i in $(seq 1 600); do kill -0 $dpid 2>/dev/null || break; sleep 0.1; done
@@ -377,16 +372,81 @@ if kill -0 $dpid 2>/dev/null; then echo "STOPPED=no"; kill -KILL $dpid; else ech
 wait $dpid && echo "STATUS=0" || echo "STATUS=$?"
 grep -q ' /nix/store fuse' /proc/mounts && echo MOUNTED=yes || echo MOUNTED=no
 "#,
-        daemon = daemon_bin().display()
+        start = start_our_daemon()
     );
-    let out = in_namespace(&script, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = in_namespace_ok(&script, &[]);
     assert_eq!(value(&stdout, "STOPPED"), "yes", "{stdout}");
     assert_eq!(value(&stdout, "STATUS"), "0", "{stdout}");
     assert_eq!(value(&stdout, "MOUNTED"), "no", "{stdout}");
+}
+
+/// Raw clients sending an unknown operation, a string longer than any limit, a truncated
+/// request and random bytes each get an error naming the problem (or are dropped before the
+/// handshake ends); meanwhile and afterwards a real Nix client is served normally.
+#[test]
+fn bad_clients_get_errors_and_others_are_still_served() {
+    if !prerequisites(&["unshare", "nix-store", "python3"]) {
+        return;
+    }
+    let input = input_dir();
+    let script = format!(
+        r#"
+mkdir -p /mnt/in
+mount --bind '{input}' /mnt/in
+{start}trap 'kill -TERM $dpid 2>/dev/null; wait $dpid 2>/dev/null || true' EXIT
+python3 - <<'PY'
+import socket, struct
+def u64(n): return struct.pack('<Q', n)
+def hello(s):
+    s.sendall(u64(0x6e697863))
+    s.recv(16)                                 # magic 2 + daemon version
+    s.sendall(u64(0x122) + u64(0) + u64(0))    # client 1.34, no CPU affinity, reserve space 0
+def answer(s):
+    data = b''
+    s.settimeout(10)
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except socket.timeout:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+def connect():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect('/nix/var/nix/daemon-socket/socket')
+    return s
+cases = {{
+    'UNKNOWN_OP': u64(9999),
+    'HUGE_STRING': u64(1) + u64(1 << 60),                  # IsValidPath with a 2^60-byte path
+    'TRUNCATED': u64(1) + u64(40) + b'/nix/store/abc',    # then hang up
+    'BAD_PATH': u64(1) + u64(8) + b'/etc/pwd',
+}}
+for name, request in cases.items():
+    s = connect(); hello(s)
+    s.sendall(request)
+    if name == 'TRUNCATED':
+        s.shutdown(socket.SHUT_WR)
+    reply = answer(s)
+    print(name + '=' + reply.decode('latin-1').replace('\n', ' ').replace('\0', ''))
+    s.close()
+s = connect(); s.sendall(bytes(range(256)) * 4); print('GARBAGE_BYTES_REPLY=%d' % len(answer(s))); s.close()
+PY
+export NIX_REMOTE=daemon
+echo "STILL_SERVED=$(nix-store --add /mnt/in/f.txt)"
+"#,
+        input = input.path().display(),
+        start = start_our_daemon(),
+    );
+    let out = in_namespace_ok(&script, &[]);
+    assert!(value(&out, "UNKNOWN_OP").contains("invalid operation 9999"), "{out}");
+    assert!(value(&out, "HUGE_STRING").contains("exceeds limit"), "{out}");
+    assert!(value(&out, "BAD_PATH").contains("/etc/pwd"), "{out}");
+    // A truncated request: the daemon reports the end of input or just closes; either way the
+    // connection ends (answer() returned).
+    let _ = value(&out, "TRUNCATED");
+    // Random bytes fail the magic check: nothing but, at most, the error.
+    assert!(value(&out, "GARBAGE_BYTES_REPLY").parse::<usize>().expect("number") < 4096, "{out}");
+    assert!(value(&out, "STILL_SERVED").starts_with("/nix/store/"), "{out}");
 }

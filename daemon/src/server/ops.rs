@@ -31,6 +31,8 @@ use crate::auth::Trust;
 
 /// Largest frame accepted in a framed stream (Nix writes 32 KiB frames).
 const MAX_FRAME: u64 = 16 << 20;
+/// Bytes per piece of a NAR sent to the client.
+const NAR_CHUNK: usize = 64 * 1024;
 /// Data pulled per `STDERR_READ` (Nix 2.3's `AddToStoreNar`).
 const TUNNEL_CHUNK: u64 = 64 * 1024;
 
@@ -79,6 +81,7 @@ impl Conn {
     pub(super) async fn handle(&mut self, request: Request) -> Result<Outcome, OpError> {
         let store = self.state.store.clone();
         let dir = store.store_dir().clone();
+        let payload = request.payload(&self.cx);
         let shown = |p: &StorePath| dir.display(p);
         let not_valid = |p: &StorePath| failed(format!("path '{}' is not valid", dir.display(p)));
         let reply = match request {
@@ -195,7 +198,6 @@ impl Conn {
                 return Ok(Outcome::Done);
             }
             Request::AddToStoreNar(req) => {
-                let payload = Request::AddToStoreNar(req.clone()).payload(&self.cx);
                 let mut info = req.info;
                 if self.trust != Trust::Trusted {
                     info.info.ultimate = false;
@@ -213,7 +215,7 @@ impl Conn {
             }
             Request::AddMultipleToStore(req) => {
                 let check_sigs = self.trust != Trust::Trusted || !req.dont_check_sigs;
-                self.add_multiple(req.repair, check_sigs).await?;
+                self.add_multiple(payload, req.repair, check_sigs).await?;
                 Reply::Nothing
             }
             Request::AddToStore(req) => {
@@ -231,7 +233,7 @@ impl Conn {
                 };
                 let store2 = store.clone();
                 let info = self
-                    .with_payload(Payload::Framed, None, move |data| {
+                    .with_payload(payload, None, move |data| {
                         Box::pin(async move { Ok(store2.add_to_store_ca(ca, data).await?) })
                     })
                     .await?;
@@ -252,7 +254,7 @@ impl Conn {
                 };
                 let store2 = store.clone();
                 let info = self
-                    .with_payload(Payload::RawNar, None, move |data| {
+                    .with_payload(payload, None, move |data| {
                         Box::pin(async move { Ok(store2.add_to_store_ca(ca, data).await?) })
                     })
                     .await?;
@@ -312,7 +314,7 @@ impl Conn {
                     return Err(failed("you are not privileged to add build logs"));
                 }
                 // Consume the log so the connection stays in step, then say it was not kept.
-                self.with_payload(Payload::Framed, None, |data| {
+                self.with_payload(payload, None, |data| {
                     Box::pin(async move {
                         tokio::io::copy(data, &mut tokio::io::sink())
                             .await
@@ -408,10 +410,15 @@ impl Conn {
         }
     }
 
-    async fn add_multiple(&mut self, repair: bool, check_sigs: bool) -> Result<(), OpError> {
+    async fn add_multiple(
+        &mut self,
+        payload: Payload,
+        repair: bool,
+        check_sigs: bool,
+    ) -> Result<(), OpError> {
         let cx = self.cx.clone();
         let state = self.state.clone();
-        self.with_payload(Payload::Framed, None, move |data| {
+        self.with_payload(payload, None, move |data| {
             Box::pin(async move {
                 let mut r = AsyncReader::new(data);
                 let count = multiple::decode_count(&mut r)
@@ -435,7 +442,9 @@ impl Conn {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
         let store = self.state.store.clone();
         let p = path.clone();
-        let dump = tokio::spawn(async move { store.dump(&p, ChannelWriter(tx)).await });
+        // The NAR writer writes token by token: batch them before they cross the channel.
+        let out = std::io::BufWriter::with_capacity(NAR_CHUNK, ChannelWriter(tx));
+        let dump = tokio::spawn(async move { store.dump(&p, out).await });
         while let Some(chunk) = rx.recv().await {
             self.writer()
                 .write_all(&chunk)
