@@ -122,8 +122,10 @@ impl Store {
         if !repair && let Some(existing) = self.db().path_info(&path).await? {
             return self.skip_valid(existing, reader).await;
         }
-        let _lock = self.0.locks.lock(&path).await;
+        let lock = self.0.locks.lock(&path).await;
         if !repair && let Some(existing) = self.db().path_info(&path).await? {
+            // Draining a slow client's data must not hold up other adds of this path.
+            drop(lock);
             return self.skip_valid(existing, reader).await;
         }
         let shown = self.store_dir().display(&path);
@@ -161,7 +163,7 @@ impl Store {
             }
         })
         .await?;
-        let Some(ingested) = ingested else {
+        let Some(mut ingested) = ingested else {
             return Err(StoreError::SizeMismatch {
                 path: shown,
                 specified: nar_size,
@@ -225,7 +227,7 @@ impl Store {
             ca: info.info.ca.as_ref().map(ContentAddress::render),
             references: info.info.references.clone(),
         };
-        self.register_checked(record, ingested.blocks.clone())
+        self.register_checked(record, std::mem::take(&mut ingested.blocks))
             .await?;
         info!(
             store_path = %path,
@@ -339,7 +341,7 @@ impl Store {
             .unwrap_or_else(std::env::temp_dir);
         let store = self.clone();
         let flat = method != ContentAddressMethod::NixArchive;
-        let (ingested, file_hash) =
+        let (mut ingested, file_hash) =
             crate::blocking(move || ingest_data(&store, reader, dump, flat, algo, &spool_dir))
                 .await?;
         let hash = match file_hash {
@@ -369,7 +371,7 @@ impl Store {
             ca: Some(ca.render()),
             references,
         };
-        self.register_checked(record, ingested.blocks.clone())
+        self.register_checked(record, std::mem::take(&mut ingested.blocks))
             .await?;
         info!(
             store_path = %path,
@@ -481,7 +483,8 @@ fn ingest_data(
     let (ingested, file_hash) = match dump {
         DumpFormat::Flat => {
             let mut spool = Spool::new(spool_dir);
-            let mut hasher = Hasher::new(algo);
+            // The file's own hash is wanted only for flat content addresses.
+            let mut hasher = flat.then(|| Hasher::new(algo));
             let mut buf = vec![0u8; stream::CHUNK];
             loop {
                 let n = match reader.read(&mut buf) {
@@ -490,14 +493,16 @@ fn ingest_data(
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(StoreError::Read(e)),
                 };
-                hasher.update(&buf[..n]);
+                if let Some(h) = &mut hasher {
+                    h.update(&buf[..n]);
+                }
                 spool.write(&buf[..n])?;
             }
             let (size, mut contents) = spool.finish()?;
             let (ingested, ()) = ingest::ingest(store.blocks(), &options, |p| {
                 produce_file(p, size, &mut contents)
             })?;
-            (ingested, flat.then(|| hasher.finish()))
+            (ingested, hasher.map(Hasher::finish))
         }
         DumpFormat::Nar => {
             let mut input = BufReader::with_capacity(NAR_BUFFER, &mut reader);
