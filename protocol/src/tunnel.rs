@@ -32,7 +32,7 @@
 //! ```
 
 use crate::stderr::STDERR_READ;
-use crate::wire::read::{read_len, read_padding, read_raw};
+use crate::wire::read::read_bytes;
 use crate::wire::{WireError, WireErrorKind, WireRead, WireWriter};
 
 /// The daemon's side of a `STDERR_READ` exchange: how much to ask for, and reading the answers.
@@ -86,15 +86,14 @@ impl StderrReadSource {
     ) -> Result<Vec<u8>, WireError> {
         let what = "STDERR_READ answer";
         let at = r.position();
-        let len = read_len(r, requested, what).await?;
-        if len == 0 {
+        let data = read_bytes(r, requested, what).await?;
+        if data.is_empty() {
             return Err(WireError::at(what, at, WireErrorKind::UnexpectedEof));
         }
-        let data = read_raw(r, len, what).await?;
-        read_padding(r, len, what).await?;
-        self.received = self.received.saturating_add(len as u64);
+        let len = data.len() as u64;
+        self.received = self.received.saturating_add(len);
         if let Some(remaining) = &mut self.remaining {
-            *remaining = remaining.saturating_sub(len as u64);
+            *remaining = remaining.saturating_sub(len);
         }
         Ok(data)
     }

@@ -34,7 +34,7 @@ use crate::opcode::Opcode;
 use crate::request::read_short_bytes;
 use crate::types::store::read_parsed;
 use crate::types::{BuildResult, KeyedBuildResult};
-use crate::wire::read::{read_bool, read_len, read_u64};
+use crate::wire::read::{read_bool, read_u64};
 use crate::wire::{
     ByteString, Decode, Encode, SyncReader, WireError, WireRead, WireWriter, run_ready,
 };
@@ -270,17 +270,9 @@ impl Reply {
             Opcode::QueryPathFromHashPart => Reply::QueryPathFromHashPart(
                 Option::<StorePath>::decode(r, cx, "QueryPathFromHashPart reply").await?,
             ),
-            Opcode::QuerySubstitutablePathInfos => {
-                let what = "QuerySubstitutablePathInfos reply";
-                let len = read_len(r, cx.limits.max_list_len, what).await?;
-                let mut infos = BTreeMap::new();
-                for _ in 0..len {
-                    let path = StorePath::decode(r, cx, what).await?;
-                    let info = SubstitutablePathInfo::decode(r, cx, what).await?;
-                    infos.insert(path, info);
-                }
-                Reply::QuerySubstitutablePathInfos(infos)
-            }
+            Opcode::QuerySubstitutablePathInfos => Reply::QuerySubstitutablePathInfos(
+                BTreeMap::decode(r, cx, "QuerySubstitutablePathInfos reply").await?,
+            ),
             Opcode::QueryValidPaths => {
                 Reply::QueryValidPaths(BTreeSet::decode(r, cx, "QueryValidPaths reply").await?)
             }
@@ -299,17 +291,9 @@ impl Reply {
             Opcode::QueryMissing => {
                 Reply::QueryMissing(Missing::decode(r, cx, "QueryMissing reply").await?)
             }
-            Opcode::QueryDerivationOutputMap => {
-                let what = "QueryDerivationOutputMap reply";
-                let len = read_len(r, cx.limits.max_list_len, what).await?;
-                let mut map = BTreeMap::new();
-                for _ in 0..len {
-                    let name = String::decode(r, cx, what).await?;
-                    let path = Option::<StorePath>::decode(r, cx, what).await?;
-                    map.insert(name, path);
-                }
-                Reply::QueryDerivationOutputMap(map)
-            }
+            Opcode::QueryDerivationOutputMap => Reply::QueryDerivationOutputMap(
+                BTreeMap::decode(r, cx, "QueryDerivationOutputMap reply").await?,
+            ),
             Opcode::QueryRealisation => Reply::QueryRealisation(
                 RealisationReply::decode(r, cx, "QueryRealisation reply").await?,
             ),
@@ -386,22 +370,10 @@ impl Encode for Reply {
             },
             Reply::ImportPaths(paths) => paths.encode(w, cx)?,
             Reply::QueryDerivationOutputNames(names) => names.encode(w, cx)?,
-            Reply::QuerySubstitutablePathInfos(infos) => {
-                w.put_u64(infos.len() as u64);
-                for (path, info) in infos {
-                    path.encode(w, cx)?;
-                    info.encode(w, cx)?;
-                }
-            }
+            Reply::QuerySubstitutablePathInfos(infos) => infos.encode(w, cx)?,
             Reply::BuildDerivation(result) => result.encode(w, cx)?,
             Reply::QueryMissing(missing) => missing.encode(w, cx)?,
-            Reply::QueryDerivationOutputMap(map) => {
-                w.put_u64(map.len() as u64);
-                for (name, path) in map {
-                    w.put_str(name);
-                    path.encode(w, cx)?;
-                }
-            }
+            Reply::QueryDerivationOutputMap(map) => map.encode(w, cx)?,
             Reply::QueryRealisation(reply) => reply.encode(w, cx)?,
             Reply::BuildPathsWithResults(results) => results.encode(w, cx)?,
             Reply::AddPermRoot(path) => path.encode(w, cx)?,
