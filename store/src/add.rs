@@ -36,8 +36,6 @@ use crate::stream::{self, ChannelReader};
 use crate::tree::{self, Entry};
 use crate::{Store, StoreError, export};
 
-/// Read-ahead over the NAR stream (within the announced size only).
-const NAR_BUFFER: usize = 64 * 1024;
 /// Flat data up to this size is kept in memory; beyond it, in an unnamed temporary file.
 const SPOOL_IN_MEMORY: usize = 4 << 20;
 
@@ -144,7 +142,8 @@ impl Store {
             Vec::new()
         };
         let ingested = crate::blocking(move || {
-            let mut input = BufReader::with_capacity(NAR_BUFFER, reader.take(nar_size));
+            // No extra buffer: the channel reader already hands out whole chunks from memory.
+            let mut input = reader.take(nar_size);
             let options = IngestOptions {
                 reference_candidates: candidates,
             };
@@ -154,9 +153,7 @@ impl Store {
             match result {
                 Ok((ingested, ())) => Ok(Some(ingested)),
                 // The NAR wants more than the announced size: it is longer.
-                Err(IngestError::Nar(NarError::UnexpectedEof { .. }))
-                    if input.get_ref().limit() == 0 && input.buffer().is_empty() =>
-                {
+                Err(IngestError::Nar(NarError::UnexpectedEof { .. })) if input.limit() == 0 => {
                     Ok(None)
                 }
                 Err(e) => Err(StoreError::from(e)),
@@ -505,7 +502,7 @@ fn ingest_data(
             (ingested, hasher.map(Hasher::finish))
         }
         DumpFormat::Nar => {
-            let mut input = BufReader::with_capacity(NAR_BUFFER, &mut reader);
+            let mut input = &mut reader;
             let (ingested, hash) = ingest::ingest(store.blocks(), &options, |p| {
                 let nar = NarReader::new(&mut input);
                 if flat {

@@ -91,29 +91,17 @@ pub(crate) async fn pump_async<R>(src: &mut R, limit: Option<u64>, tx: mpsc::Sen
 where
     R: AsyncRead + Unpin + ?Sized,
 {
-    let mut buf = vec![0u8; CHUNK];
-    let mut total = 0u64;
-    loop {
-        let want = match limit {
-            Some(l) if total >= l => return,
-            Some(l) => CHUNK.min(usize::try_from(l - total).unwrap_or(CHUNK)),
-            None => CHUNK,
-        };
-        let chunk = match src.read(&mut buf[..want]).await {
-            Ok(0) => match limit {
-                Some(l) => Err(short_stream(total, l)),
-                None => return,
-            },
-            Ok(n) => {
-                total += n as u64;
-                Ok(buf[..n].to_vec())
+    let mut pump = Pump::new(limit);
+    while let Some(want) = pump.want() {
+        let read = src.read(&mut pump.buf[..want]).await;
+        match pump.chunk(read) {
+            Step::Retry => continue,
+            Step::End => return,
+            Step::Send(chunk, last) => {
+                if tx.send(chunk).await.is_err() || last {
+                    return;
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => Err(e),
-        };
-        let last = chunk.is_err();
-        if tx.send(chunk).await.is_err() || last {
-            return;
         }
     }
 }
@@ -123,29 +111,68 @@ pub(crate) fn pump_blocking<R>(src: &mut R, limit: Option<u64>, tx: mpsc::Sender
 where
     R: Read + ?Sized,
 {
-    let mut buf = vec![0u8; CHUNK];
-    let mut total = 0u64;
-    loop {
-        let want = match limit {
-            Some(l) if total >= l => return,
-            Some(l) => CHUNK.min(usize::try_from(l - total).unwrap_or(CHUNK)),
-            None => CHUNK,
-        };
-        let chunk = match src.read(&mut buf[..want]) {
-            Ok(0) => match limit {
-                Some(l) => Err(short_stream(total, l)),
-                None => return,
+    let mut pump = Pump::new(limit);
+    while let Some(want) = pump.want() {
+        let read = src.read(&mut pump.buf[..want]);
+        match pump.chunk(read) {
+            Step::Retry => continue,
+            Step::End => return,
+            Step::Send(chunk, last) => {
+                if tx.blocking_send(chunk).is_err() || last {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// What both pumps share: how much to read next and what a read result becomes.
+struct Pump {
+    buf: Vec<u8>,
+    total: u64,
+    limit: Option<u64>,
+}
+
+/// What to do after one read.
+enum Step {
+    /// Interrupted: read again.
+    Retry,
+    /// The stream ended where it may.
+    End,
+    /// Send this chunk; `true` if it is the last (an error).
+    Send(Chunk, bool),
+}
+
+impl Pump {
+    fn new(limit: Option<u64>) -> Pump {
+        Pump {
+            buf: vec![0u8; CHUNK],
+            total: 0,
+            limit,
+        }
+    }
+
+    /// Bytes to read next, or `None` when the limit is reached.
+    fn want(&self) -> Option<usize> {
+        match self.limit {
+            Some(l) if self.total >= l => None,
+            Some(l) => Some(CHUNK.min(usize::try_from(l - self.total).unwrap_or(CHUNK))),
+            None => Some(CHUNK),
+        }
+    }
+
+    fn chunk(&mut self, read: io::Result<usize>) -> Step {
+        match read {
+            Ok(0) => match self.limit {
+                Some(l) => Step::Send(Err(short_stream(self.total, l)), true),
+                None => Step::End,
             },
             Ok(n) => {
-                total += n as u64;
-                Ok(buf[..n].to_vec())
+                self.total += n as u64;
+                Step::Send(Ok(self.buf[..n].to_vec()), false)
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => Err(e),
-        };
-        let last = chunk.is_err();
-        if tx.blocking_send(chunk).is_err() || last {
-            return;
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Retry,
+            Err(e) => Step::Send(Err(e), true),
         }
     }
 }
