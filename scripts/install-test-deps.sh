@@ -2,7 +2,7 @@
 # Installs what the test suite drives, on Debian 12 as root:
 #   - the real Nix 2.8 client and daemon (Debian's nix-bin): the reference the suite compares with;
 #   - fuse3 (fusermount3: auto-unmount of the FUSE view when the process dies);
-#   - tools the end-to-end scripts use (unshare, diff, find, cmp);
+#   - tools the end-to-end scripts use (unshare, diff, find, cmp, python3 for the raw-socket clients);
 #   - a Debian sid chroot with Nix 2.34 at /var/cache/pkgchain/sid-chroot (made once, reused),
 #     the second real client version. Set PKGCHAIN_NO_SID=1 to skip it.
 set -euo pipefail
@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(nix-bin fuse3 util-linux diffutils findutils debootstrap time)
+packages=(nix-bin fuse3 util-linux diffutils findutils debootstrap time python3 coreutils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
