@@ -427,7 +427,12 @@ impl Store {
 
     /// Checks every valid path; see [`verify`].
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
-        verify::verify(self).await
+        verify::verify(self, verify::VerifyDepth::Contents).await
+    }
+
+    /// Checks that every block of every valid path is present, reading none of them.
+    pub async fn verify_presence(&self) -> Result<VerifyReport, StoreError> {
+        verify::verify(self, verify::VerifyDepth::Presence).await
     }
 
     /// Totals from the database and the block directory.

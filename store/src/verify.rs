@@ -113,8 +113,19 @@ impl Write for HashSink {
     }
 }
 
-/// Checks every valid path of `store`.
-pub async fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
+/// How much [`verify`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyDepth {
+    /// Every block of every path is present (`nix-store --verify` without
+    /// `--check-contents`): a file-existence check per block, nothing read.
+    Presence,
+    /// Every block read and checked against its CID, every NAR rebuilt and hashed
+    /// (`--check-contents`, `pkgchain store verify`).
+    Contents,
+}
+
+/// Checks every valid path of `store` to `depth`.
+pub async fn verify(store: &Store, depth: VerifyDepth) -> Result<VerifyReport, StoreError> {
     let span = info_span!("verify");
     let _enter = span.enter();
     let paths = store.db().all_paths().await?;
@@ -137,7 +148,19 @@ pub async fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
         let states = tokio::task::spawn_blocking(move || {
             fresh
                 .into_iter()
-                .map(|c| s.blocks().check(&c).map(|st| (c, st)))
+                .map(|c| {
+                    let state = match depth {
+                        VerifyDepth::Contents => s.blocks().check(&c),
+                        VerifyDepth::Presence => s.blocks().contains(&c).map(|present| {
+                            if present {
+                                BlockState::Ok
+                            } else {
+                                BlockState::Missing
+                            }
+                        }),
+                    };
+                    state.map(|st| (c, st))
+                })
                 .collect::<Result<Vec<_>, BlockError>>()
         })
         .await
@@ -159,8 +182,9 @@ pub async fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
             }
             block_problems += 1;
         }
-        if block_problems > 0 {
-            // The NAR cannot be rebuilt; every bad block has been named.
+        if block_problems > 0 || depth == VerifyDepth::Presence {
+            // With bad blocks the NAR cannot be rebuilt (every bad block has been named);
+            // a presence check stops here.
             continue;
         }
         let blocks = store.clone();

@@ -1150,3 +1150,60 @@ async fn content_addressed_adds_compute_their_paths() {
         .expect_err("ghost");
     assert!(err.to_string().contains("is not valid"), "{err}");
 }
+
+/// `nix-store --verify` without `--check-contents` only checks that blocks exist: it names a
+/// missing block, does not read blocks (so a corrupt one passes), and the full check finds both.
+#[tokio::test]
+async fn presence_check_finds_missing_blocks_without_reading_any() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_store(dir.path()).await;
+    let nar = dir_nar(b"first file", b"second file");
+    let path = sp("two", 7);
+    let mut input: &[u8] = &nar;
+    store
+        .add_nar(&info_for(path.clone(), &nar), &mut input, false)
+        .await
+        .expect("add");
+    assert!(
+        store
+            .verify_presence()
+            .await
+            .expect("verify")
+            .problems
+            .is_empty()
+    );
+    let blocks = store.db().path_blocks(&path).await.expect("blocks");
+    let raw: Vec<_> = blocks
+        .iter()
+        .map(|(c, _)| *c)
+        .filter(|c| c.to_string().starts_with("bafk"))
+        .collect();
+    assert_eq!(
+        raw.len(),
+        2,
+        "two raw leaf blocks, one per file: {blocks:?}"
+    );
+    // One block corrupted (contents replaced), one removed.
+    let corrupt = store.blocks().path_of(&raw[0]);
+    let mut perms = std::fs::metadata(&corrupt).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&corrupt, perms).expect("chmod");
+    std::fs::write(&corrupt, b"not the data").expect("corrupt");
+    std::fs::remove_file(store.blocks().path_of(&raw[1])).expect("remove");
+
+    let shallow = store.verify_presence().await.expect("verify");
+    let shallow: Vec<String> = shallow.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(shallow.len(), 1, "{shallow:?}");
+    assert!(shallow[0].contains(&raw[1].to_string()), "{shallow:?}");
+
+    let full = store.verify().await.expect("verify");
+    let full: Vec<String> = full.problems.iter().map(ToString::to_string).collect();
+    assert!(
+        full.iter().any(|p| p.contains(&raw[0].to_string())),
+        "{full:?}"
+    );
+    assert!(
+        full.iter().any(|p| p.contains(&raw[1].to_string())),
+        "{full:?}"
+    );
+}

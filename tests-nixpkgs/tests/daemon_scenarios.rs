@@ -117,6 +117,7 @@ run nix-store -q --referrers $(nix-store -q --references $D | head -n1)
 run nix-store -q --valid-derivers $P
 run nix --extra-experimental-features nix-command path-info --json -r $P
 run bash -c "nix-store --dump $P | sha256sum"
+run nix-store --verify
 run nix-store --verify --check-contents
 run nix --extra-experimental-features nix-command eval --raw --expr 'builtins.toFile "t" "text"'
 run nix --extra-experimental-features nix-command eval --raw --expr 'builtins.path { path = /mnt/in/d; name = "dpath"; }'

@@ -169,13 +169,17 @@ impl Conn {
                 if repair && self.trust != Trust::Trusted {
                     return Err(failed("you are not privileged to repair paths".to_owned()));
                 }
-                // Nix's progress lines, then the check (which always reads every block).
+                // Nix's progress lines, then the check: block presence, or every block read.
                 self.log_line("reading the Nix store...").await?;
                 self.log_line("checking path existence...").await?;
                 if check_contents {
                     self.log_line("checking store hashes...").await?;
                 }
-                let report = store.verify().await?;
+                let report = if check_contents {
+                    store.verify().await?
+                } else {
+                    store.verify_presence().await?
+                };
                 let problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
                 for line in &problems {
                     self.log_line(line).await?;
