@@ -25,6 +25,6 @@ pub use codec::{ByteString, Decode, Encode};
 pub use error::{WireError, WireErrorKind};
 pub use limits::Limits;
 pub use read::{ReadState, WireRead};
-pub use sync::{SyncReader, decode_prefix, run_ready};
+pub use sync::{SyncReader, run_ready};
 pub use tokio_io::AsyncReader;
 pub use write::{WireWriter, encode_to_vec};

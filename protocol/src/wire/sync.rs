@@ -98,11 +98,3 @@ impl<R: Read + Send> WireRead for SyncReader<R> {
         self.state.position()
     }
 }
-
-/// Decodes one value from the start of `bytes`; returns it and how many bytes it took.
-pub fn decode_prefix<T: Decode>(bytes: &[u8], cx: &WireContext) -> Result<(T, usize), WireError> {
-    let mut r = SyncReader::new(bytes);
-    let value = r.decode(cx, "value")?;
-    let used = usize::try_from(r.position()).unwrap_or(bytes.len());
-    Ok((value, used))
-}
