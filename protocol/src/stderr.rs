@@ -7,7 +7,7 @@
 
 use crate::activity::{ActivityType, Field, ResultType};
 use crate::context::WireContext;
-use crate::wire::read::{read_bytes, read_len, read_u64};
+use crate::wire::read::{read_bytes, read_enum, read_len, read_u64};
 use crate::wire::{ByteString, Decode, Encode, WireError, WireErrorKind, WireRead, WireWriter};
 
 /// A log line: `str` text.
@@ -312,15 +312,7 @@ impl Decode for StderrMessage {
             STDERR_START_ACTIVITY => {
                 let id = read_u64(r, "activity id").await?;
                 let level = read_u64(r, "activity level").await?;
-                let type_at = r.position();
-                let t = read_u64(r, "activity type").await?;
-                let activity_type = ActivityType::from_wire(t).ok_or_else(|| {
-                    WireError::at(
-                        "activity type",
-                        type_at,
-                        WireErrorKind::UnknownValue { value: t },
-                    )
-                })?;
+                let activity_type = read_enum(r, "activity type", ActivityType::from_wire).await?;
                 let text = ByteString::decode(r, cx, "activity text").await?;
                 let fields = read_fields(r, cx).await?;
                 let parent = read_u64(r, "activity parent").await?;
@@ -338,15 +330,7 @@ impl Decode for StderrMessage {
             },
             STDERR_RESULT => {
                 let id = read_u64(r, "activity id").await?;
-                let type_at = r.position();
-                let t = read_u64(r, "result type").await?;
-                let result_type = ResultType::from_wire(t).ok_or_else(|| {
-                    WireError::at(
-                        "result type",
-                        type_at,
-                        WireErrorKind::UnknownValue { value: t },
-                    )
-                })?;
+                let result_type = read_enum(r, "result type", ResultType::from_wire).await?;
                 let fields = read_fields(r, cx).await?;
                 StderrMessage::Result {
                     id,

@@ -15,7 +15,7 @@ use pkgchain_store_model::store_path::StorePath;
 
 use crate::context::WireContext;
 use crate::version::FEATURE_DELETE_DEAD_SPECIFIC_REFERRERS;
-use crate::wire::read::{read_bool, read_tag, read_u64};
+use crate::wire::read::{read_bool, read_enum, read_tag, read_u64};
 use crate::wire::{Decode, Encode, WireError, WireRead, WireWriter};
 
 /// What the garbage collector is asked to do (u64 0-3).
@@ -67,8 +67,7 @@ impl Decode for GcAction {
         _: &WireContext,
         what: &'static str,
     ) -> Result<Self, WireError> {
-        let value = read_tag(r, 3, what).await?;
-        Ok(GcAction::from_wire(value).unwrap_or(GcAction::ReturnLive))
+        read_enum(r, what, GcAction::from_wire).await
     }
 }
 

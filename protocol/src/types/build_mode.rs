@@ -1,7 +1,7 @@
 //! How to build: normally, repairing, or checking determinism.
 
 use crate::context::WireContext;
-use crate::wire::read::read_tag;
+use crate::wire::read::read_enum;
 use crate::wire::{Decode, Encode, WireError, WireRead, WireWriter};
 
 /// `BuildMode`: u64 0 normal, 1 repair, 2 check. Sent by `BuildPaths` (from 1.15),
@@ -51,7 +51,6 @@ impl Decode for BuildMode {
         _: &WireContext,
         what: &'static str,
     ) -> Result<Self, WireError> {
-        let value = read_tag(r, 2, what).await?;
-        Ok(BuildMode::from_wire(value).unwrap_or_default())
+        read_enum(r, what, BuildMode::from_wire).await
     }
 }

@@ -22,7 +22,9 @@ use super::legacy::{LegacyDrvOutput, LegacyRealisation};
 use super::realisation::UnkeyedRealisation;
 use crate::context::WireContext;
 use crate::version::FEATURE_REALISATION_WITH_PATH_NOT_HASH;
-use crate::wire::read::{read_bool, read_bytes, read_i64, read_len, read_tag, read_u64_max};
+use crate::wire::read::{
+    read_bool, read_bytes, read_enum, read_i64, read_len, read_tag, read_u64_max,
+};
 use crate::wire::{Decode, Encode, WireError, WireRead, WireWriter};
 
 /// `BuildResult::Status`: u64 on the wire.
@@ -284,15 +286,7 @@ impl Decode for BuildResult {
         cx: &WireContext,
         _what: &'static str,
     ) -> Result<Self, WireError> {
-        let at = r.position();
-        let status = read_tag(r, 14, "build result status").await?;
-        let status = BuildStatus::from_wire(status).ok_or_else(|| {
-            WireError::invalid(
-                "build result status",
-                Some(at),
-                format!("unknown status {status}"),
-            )
-        })?;
+        let status = read_enum(r, "build result status", BuildStatus::from_wire).await?;
         let mut res = BuildResult::new(status);
         let msg = read_bytes(r, cx.limits.max_string_len, "build result error message").await?;
         res.error_msg = String::from_utf8_lossy(&msg).into_owned();

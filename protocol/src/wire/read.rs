@@ -109,6 +109,18 @@ pub async fn read_tag<R: WireRead>(
     Ok(value)
 }
 
+/// Reads a u64 naming one value of an enum (`from_wire` maps it); any other number is reported
+/// as an unknown value of `what`.
+pub async fn read_enum<R: WireRead, T>(
+    r: &mut R,
+    what: &'static str,
+    from_wire: impl FnOnce(u64) -> Option<T>,
+) -> Result<T, WireError> {
+    let at = r.position();
+    let value = read_u64(r, what).await?;
+    from_wire(value).ok_or_else(|| WireError::at(what, at, WireErrorKind::UnknownValue { value }))
+}
+
 /// Reads a signed 64-bit number that Nix reads with `readNum<int64_t>`/`readNum<time_t>`:
 /// values above `i64::MAX` are rejected, so negative numbers do not cross the wire.
 pub async fn read_i64<R: WireRead>(r: &mut R, what: &'static str) -> Result<i64, WireError> {
