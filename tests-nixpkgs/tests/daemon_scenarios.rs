@@ -71,6 +71,11 @@ fn inputs(dir: &Path) {
     std::fs::set_permissions(dir.join("d/run.sh"), perms).expect("chmod");
     let _ = std::fs::remove_file(dir.join("d/sub/l"));
     std::os::unix::fs::symlink("a", dir.join("d/sub/l")).expect("symlink");
+    // Inputs that only a second store holds at first (imported, or copied from a cache).
+    std::fs::create_dir_all(dir.join("imp")).expect("mkdir");
+    std::fs::write(dir.join("imp/data"), "to be imported\n").expect("write");
+    std::fs::create_dir_all(dir.join("cached")).expect("mkdir");
+    std::fs::write(dir.join("cached/data"), "from a binary cache\n").expect("write");
     // An expression with many derivations depending on each other.
     std::fs::write(
         dir.join("many.nix"),
@@ -93,7 +98,12 @@ in mk 1000 chain
 /// Every command's output and exit status go to stdout (the transcript).
 const SCENARIO: &str = r#"
 run() { echo "\$ $*"; "$@" 2>&1; echo "exit $?"; }
+nix() { command nix --extra-experimental-features nix-command "$@"; }
 I=/mnt/in
+# Scratch space on the test's own /nix (the chroot's /tmp outlives the test).
+T=/nix/scenario-tmp
+mkdir -p $T
+run nix store ping
 run nix-store --add $I/f.txt
 run nix-store --add-fixed sha256 $I/f.txt
 run nix-store --add $I/d
@@ -115,22 +125,123 @@ run nix-store -q --tree $D
 run nix-store -q --graph $D
 run nix-store -q --referrers $(nix-store -q --references $D | head -n1)
 run nix-store -q --valid-derivers $P
-run nix --extra-experimental-features nix-command path-info --json -r $P
+run nix path-info --json -r $P
 run bash -c "nix-store --dump $P | sha256sum"
 run nix-store --verify
 run nix-store --verify --check-contents
-run nix --extra-experimental-features nix-command eval --raw --expr 'builtins.toFile "t" "text"'
-run nix --extra-experimental-features nix-command eval --raw --expr 'builtins.path { path = /mnt/in/d; name = "dpath"; }'
-run nix --extra-experimental-features nix-command eval --raw --expr 'builtins.filterSource (p: t: baseNameOf p != "run.sh") /mnt/in/d'
-run nix-store -q --references $(nix --extra-experimental-features nix-command eval --raw --expr 'builtins.toFile "r" "${builtins.toFile "t" "text"}"')
+run nix eval --raw --expr 'builtins.toFile "t" "text"'
+run nix eval --impure --raw --expr 'builtins.path { path = /mnt/in/d; name = "dpath"; }'
+run nix eval --impure --raw --expr 'builtins.filterSource (p: t: baseNameOf p != "run.sh") /mnt/in/d'
+run nix-store -q --references $(nix eval --raw --expr 'builtins.toFile "r" "${builtins.toFile "t" "text"}"')
 run nix-store --realise $P
+# Roots: an indirect root, a profile generation, and what the collector would keep.
+run nix-store -r $P --add-root $T/roots/r1 --indirect
+run readlink $T/roots/r1
+run bash -c "cd /nix/var/nix/gcroots/auto && for l in *; do echo \"\$l -> \$(readlink \$l)\"; done"
+run nix-env -p /nix/var/nix/profiles/test --set $P
+run readlink /nix/var/nix/profiles/test
+run bash -c "readlink /nix/var/nix/profiles/test-1-link"
+run bash -c "nix-store --gc --print-roots | grep -v -e '^/proc/' -e '{temp:' -e '{censored}' | LC_ALL=C sort"
+# Export and import: out of this store, and into it from a second store.
+run bash -c "nix-store --export \$(nix-store -qR $P) | sha256sum"
+X=$(nix-store --store local?root=$T/other --add $I/imp)
+run bash -c "nix-store --store local?root=$T/other --export $X > $T/exp && nix-store --import < $T/exp"
+run nix-store -q --hash $X
+run bash -c "nix-store --dump $X | sha256sum"
+# Binary caches: copy to a file:// cache, and from one.
+run nix copy --to file://$T/cache $P
+run bash -c "cd $T/cache && find . -type f | LC_ALL=C sort && cat *.narinfo"
+Y=$(nix-store --store local?root=$T/other --add $I/cached)
+run nix copy --from local?root=$T/other --to file://$T/cache2 $Y
+run nix copy --no-check-sigs --from file://$T/cache2 $Y
+run nix-store -q --hash $Y
+run nix path-info --json $Y
+# A build log copied into the store's log directory.
+mkdir -p $T/logcache/log
+printf 'StoreDir: /nix/store\n' > $T/logcache/nix-cache-info
+echo "a build log line" > $T/logcache/log/$(basename $D)
+run nix store copy-log --from file://$T/logcache $D
+run nix-store -l $D
 # Both succeed; the messages differ by design (Nix hard-links, our store is deduplicated).
 nix-store --optimise > /dev/null 2>&1; echo "optimise exit $?"
 run nix-store -q --hash /nix/store/00000000000000000000000000000000-missing
 "#;
 
-/// Runs the scenario for one client against one daemon; returns the transcript.
-fn transcript(client: Client, daemon: Daemon, input: &Path) -> String {
+/// What a user who is not in `trusted-users` may and may not do (run as `USER_NAME`).
+const USER_SCENARIO: &str = r#"
+run() { echo "\$ $*"; "$@" 2>&1; echo "exit $?"; }
+nix() { command nix --extra-experimental-features nix-command "$@"; }
+I=/mnt/in
+T=$HOME
+run nix store ping
+P=$(nix-store --add $I/d)
+echo "added $P"
+run nix-store --add-fixed sha256 $I/f.txt
+run nix-store -q --requisites $P
+run nix-store --verify --check-contents
+# Refused: repairing, importing unsigned paths, adding build logs.
+run nix-store --verify --check-contents --repair
+X=$(nix-store --store local?root=$T/other --add $I/imp)
+run bash -c "nix-store --store local?root=$T/other --export $X | nix-store --import"
+run nix-store --check-validity $X
+Y=$(nix-store --store local?root=$T/other --add $I/cached)
+run nix copy --from local?root=$T/other $Y
+run nix copy --no-check-sigs --from local?root=$T/other $Y
+D=$(nix-instantiate $I/many.nix 2>/dev/null)
+echo "drv $D"
+mkdir -p $T/logcache/log
+printf 'StoreDir: /nix/store\n' > $T/logcache/nix-cache-info
+echo "a build log line" > $T/logcache/log/$(basename $D)
+run nix store copy-log --from file://$T/logcache $D
+# Allowed: roots of one's own, and reading which roots exist (runtime roots censored).
+run nix-store -r $P --add-root $T/r --indirect
+run bash -c "nix-store --gc --print-roots | grep -v -e '^/proc/' -e '{temp:' -e '{censored}' | LC_ALL=C sort"
+# A restricted setting from an untrusted client is ignored with a warning.
+run nix-store --option build-users-group nixbld --add $I/f.txt
+"#;
+
+/// The user the untrusted scenario runs as.
+const USER_NAME: &str = "pkgchain-e2e";
+
+/// Who runs a scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// root, a trusted user.
+    Root,
+    /// [`USER_NAME`], not in `trusted-users`.
+    Untrusted,
+}
+
+/// The uid and gid of [`USER_NAME`], made on this machine (and in the chroot) when missing.
+fn untrusted_user() -> (u32, u32) {
+    let script = format!(
+        r#"id -u {USER_NAME} >/dev/null 2>&1 || useradd --system --no-create-home --shell /bin/sh {USER_NAME}
+if [ -d '{SID_CHROOT}/etc' ] && ! grep -q '^{USER_NAME}:' '{SID_CHROOT}/etc/passwd'; then
+  grep '^{USER_NAME}:' /etc/passwd >> '{SID_CHROOT}/etc/passwd'
+  grep '^{USER_NAME}:' /etc/group >> '{SID_CHROOT}/etc/group'
+fi
+echo "$(id -u {USER_NAME}) $(id -g {USER_NAME})""#
+    );
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("useradd");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut ids = text
+        .split_whitespace()
+        .map(|n| n.parse::<u32>().expect("id"));
+    match (ids.next(), ids.next()) {
+        (Some(u), Some(g)) => (u, g),
+        _ => panic!(
+            "cannot make user {USER_NAME}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Runs a scenario for one client against one daemon; returns the transcript.
+fn transcript(client: Client, daemon: Daemon, input: &Path, role: Role) -> String {
     let daemon_cmd = match daemon {
         Daemon::Ours => format!(
             "PKGCHAIN_IPFS_DIR=/nix/ipfs {} --view fuse",
@@ -141,17 +252,43 @@ fn transcript(client: Client, daemon: Daemon, input: &Path) -> String {
             Client::Nix234 => format!("chroot {SID_CHROOT} /usr/bin/nix-daemon"),
         },
     };
-    let client_prefix = match client {
-        Client::Nix28 => String::new(),
-        Client::Nix234 => format!("chroot {SID_CHROOT} "),
+    let (scenario, file, daemon_config) = match role {
+        Role::Root => (
+            SCENARIO,
+            "scenario.sh",
+            r"sandbox = false\nbuild-users-group =\nrequire-sigs = false\nsubstituters =",
+        ),
+        // Nix's defaults for what untrusted users may import: signatures required.
+        Role::Untrusted => (
+            USER_SCENARIO,
+            "user-scenario.sh",
+            r"sandbox = false\nbuild-users-group =\nsubstituters =",
+        ),
+    };
+    let (home, as_user) = match role {
+        Role::Root => ("/tmp".to_owned(), String::new()),
+        Role::Untrusted => {
+            let (uid, gid) = untrusted_user();
+            let home = format!("/nix/home-{USER_NAME}");
+            let as_user = match client {
+                Client::Nix28 => format!("setpriv --reuid={uid} --regid={gid} --clear-groups "),
+                Client::Nix234 => format!("--userspec={uid}:{gid} "),
+            };
+            (home, as_user)
+        }
+    };
+    let client_prefix = match (client, role) {
+        (Client::Nix28, Role::Root) => String::new(),
+        (Client::Nix28, Role::Untrusted) => as_user.clone(),
+        (Client::Nix234, _) => format!("chroot {as_user}{SID_CHROOT} "),
     };
     // The scenario is written to a file both the host and the chroot can read.
-    std::fs::write(input.join("scenario.sh"), SCENARIO.replace("\\$", "$")).expect("write");
+    std::fs::write(input.join(file), scenario.replace("\\$", "$")).expect("write");
     let script = format!(
         r#"
 # Not NIX_REMOTE=daemon here: a real nix-daemon started with it would open its own socket as
 # its store and connect to itself without end. Only the clients get it.
-export NIX_CONFIG=$'sandbox = false\nbuild-users-group =\nrequire-sigs = false\nsubstituters ='
+export NIX_CONFIG=$'{daemon_config}'
 mkdir -p /mnt/in /nix/ipfs
 mount --bind '{input}' /mnt/in
 if [ -d '{chroot}' ]; then
@@ -169,7 +306,9 @@ for i in $(seq 1 100); do [ -S /nix/var/nix/daemon-socket/socket ] && break; sle
 [ -S /nix/var/nix/daemon-socket/socket ] || {{ cat /nix/daemon.log; exit 1; }}
 # Our daemon mounts its FUSE view on /nix/store: show it in the chroot too.
 if [ -d '{chroot}' ] && grep -q ' /nix/store fuse' /proc/mounts; then mount --bind /nix/store '{chroot}/nix/store'; fi
-{client_prefix}env -i PATH=/usr/bin:/bin HOME=/tmp NIX_REMOTE=daemon "NIX_CONFIG=$NIX_CONFIG" bash /mnt/in/scenario.sh
+mkdir -p '{home}'
+[ -z '{as_user}' ] || chown {USER_NAME} '{home}'
+{client_prefix}env -i PATH=/usr/bin:/bin HOME='{home}' NIX_REMOTE=daemon "NIX_CONFIG=$NIX_CONFIG" bash /mnt/in/{file}
 "#,
         input = input.display(),
         chroot = if client == Client::Nix234 {
@@ -200,13 +339,22 @@ fn normalise(text: &str) -> String {
         if l == "checking link hashes..." {
             continue;
         }
+        // Nix 2.34's daemon leaves the temp-roots files of finished connections for the next
+        // root search to remove (and say so); ours removes them when the connection ends.
+        if l.starts_with("removing stale temporary roots file") {
+            continue;
+        }
+        // `nix store ping`: the daemon's version differs by design (ours names itself).
+        if l.starts_with("Version: ") {
+            l = "Version: (the daemon's)".to_owned();
+        }
         out.push_str(&l);
         out.push('\n');
     }
     out
 }
 
-fn compare(client: Client) {
+fn compare(client: Client, role: Role) {
     let mut tools = vec!["unshare", "nix-store", "nix-daemon"];
     if client == Client::Nix234 {
         tools.push("chroot");
@@ -218,12 +366,15 @@ fn compare(client: Client) {
             panic!("no Nix 2.34 chroot at {SID_CHROOT}: run scripts/install-test-deps.sh");
         }
     }
+    if role == Role::Untrusted {
+        tools.extend(["useradd", "setpriv"]);
+    }
     if !prerequisites(&tools) {
         return;
     }
     let input = input_dir();
-    let ours = transcript(client, Daemon::Ours, input.path());
-    let theirs = transcript(client, Daemon::RealNix, input.path());
+    let ours = transcript(client, Daemon::Ours, input.path(), role);
+    let theirs = transcript(client, Daemon::RealNix, input.path(), role);
     // The scenario must really have exercised the daemon.
     assert!(ours.contains("exit 0"), "{ours}");
     assert!(
@@ -251,12 +402,22 @@ fn compare(client: Client) {
 
 #[test]
 fn nix_2_8_client_sees_the_same_as_with_nix_daemon() {
-    compare(Client::Nix28);
+    compare(Client::Nix28, Role::Root);
 }
 
 #[test]
 fn nix_2_34_client_sees_the_same_as_with_nix_daemon() {
-    compare(Client::Nix234);
+    compare(Client::Nix234, Role::Root);
+}
+
+#[test]
+fn nix_2_8_untrusted_user_is_refused_where_nix_daemon_refuses() {
+    compare(Client::Nix28, Role::Untrusted);
+}
+
+#[test]
+fn nix_2_34_untrusted_user_is_refused_where_nix_daemon_refuses() {
+    compare(Client::Nix234, Role::Untrusted);
 }
 
 /// The value of `KEY=...` in a transcript.
@@ -433,8 +594,46 @@ for name, request in cases.items():
     print(name + '=' + reply.decode('latin-1').replace('\n', ' ').replace('\0', ''))
     s.close()
 s = connect(); s.sendall(bytes(range(256)) * 4); print('GARBAGE_BYTES_REPLY=%d' % len(answer(s))); s.close()
+# AddToStoreNar (39) at 1.34: path info, then the NAR in frames.
+import hashlib
+def s8(b): return u64(len(b)) + b + b'\0' * ((8 - len(b) % 8) % 8)
+nar = b''.join(s8(t) for t in [b'nix-archive-1', b'(', b'type', b'regular', b'contents', b'lie', b')'])
+def add_nar(path, nar_size, frames):
+    return (u64(39) + s8(path) + s8(b'') + s8(hashlib.sha256(nar).hexdigest().encode()) + u64(0)
+            + u64(0) + u64(nar_size) + u64(0) + u64(0) + s8(b'') + u64(0) + u64(1) + frames)
+LIAR = b'/nix/store/' + b'0' * 31 + b'1-lying-nar'
+CUT = b'/nix/store/' + b'0' * 31 + b'2-cut-frames'
+for name, path, size, frames in [
+    ('LYING_NAR', LIAR, len(nar) + 64, u64(len(nar)) + nar + u64(0)),
+    ('CUT_FRAMES', CUT, len(nar), u64(len(nar)) + nar[:20]),
+]:
+    s = connect(); hello(s)
+    s.sendall(add_nar(path, size, frames))
+    if name == 'CUT_FRAMES':
+        s.shutdown(socket.SHUT_WR)
+    print(name + '=' + answer(s).decode('latin-1').replace('\n', ' ').replace('\0', ''))
+    s.close()
 PY
+# A client stalled in the middle of a request stays connected while others are served.
+python3 - <<'PY' &
+import socket, struct, time
+def u64(n): return struct.pack('<Q', n)
+s = socket.socket(socket.AF_UNIX)
+s.connect('/nix/var/nix/daemon-socket/socket')
+s.sendall(u64(0x6e697863)); s.recv(16); s.sendall(u64(0x122) + u64(0) + u64(0))
+s.sendall(u64(1) + u64(40) + b'/nix/store/')
+open('/nix/stalled', 'w').write('1')
+time.sleep(60)
+PY
+spid=$!
+for i in $(seq 1 100); do [ -e /nix/stalled ] && break; sleep 0.1; done
 export NIX_REMOTE=daemon
+echo "SERVED_BESIDE_STALLED=$(nix-store --add /mnt/in/d)"
+kill $spid
+for p in /nix/store/00000000000000000000000000000001-lying-nar /nix/store/00000000000000000000000000000002-cut-frames; do
+  nix-store --check-validity $p 2>/dev/null && echo "PARTIAL_VALID=$p" || true
+done
+echo "PARTIAL_VALID=none"
 echo "STILL_SERVED=$(nix-store --add /mnt/in/f.txt)"
 "#,
         input = input.path().display(),
@@ -464,4 +663,112 @@ echo "STILL_SERVED=$(nix-store --add /mnt/in/f.txt)"
         value(&out, "STILL_SERVED").starts_with("/nix/store/"),
         "{out}"
     );
+    // A NAR shorter than its stated size, and a framed stream cut off: errors, nothing valid.
+    assert!(value(&out, "LYING_NAR").contains("size"), "{out}");
+    assert!(
+        value(&out, "CUT_FRAMES").contains("input ended before the terminating empty frame"),
+        "{out}"
+    );
+    assert_eq!(value(&out, "PARTIAL_VALID"), "none", "{out}");
+    assert!(
+        value(&out, "SERVED_BESIDE_STALLED").starts_with("/nix/store/"),
+        "{out}"
+    );
+}
+
+/// `--stdio` (what an `ssh-ng://` store starts on the remote machine) with Nix 2.8 as the
+/// client, through a stand-in `ssh` that runs the remote command here: with no daemon running
+/// it serves the store itself; with one running it relays to it.
+#[test]
+fn stdio_mode_serves_ssh_ng_clients() {
+    if !prerequisites(&["unshare", "nix-store", "nix", "sha256sum"]) {
+        return;
+    }
+    let input = input_dir();
+    let fake_ssh = input.path().join("bin/ssh");
+    std::fs::create_dir_all(fake_ssh.parent().expect("parent")).expect("mkdir");
+    // The remote command is ssh's last argument; it runs through a shell, as sshd would.
+    std::fs::write(
+        &fake_ssh,
+        "#!/bin/sh\nfor last; do :; done\nexec sh -c \"$last\"\n",
+    )
+    .expect("write");
+    let mut perms = std::fs::metadata(&fake_ssh).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&fake_ssh, perms).expect("chmod");
+    let common = format!(
+        r#"export NIX_CONFIG=$'sandbox = false\nbuild-users-group =\nrequire-sigs = false\nsubstituters ='
+export PATH='{bin}':$PATH PKGCHAIN_IPFS_DIR=/nix/ipfs
+mkdir -p /mnt/in /nix/ipfs
+mount --bind '{input}' /mnt/in
+STORE="ssh-ng://localhost?remote-program={daemon}"
+nixc() {{ nix --extra-experimental-features nix-command "$@"; }}
+"#,
+        bin = fake_ssh.parent().expect("parent").display(),
+        input = input.path().display(),
+        daemon = daemon_bin().display(),
+    );
+    // No daemon: Nix's own local store holds the path; it is copied over ssh-ng into ours.
+    let direct = in_namespace_ok(
+        &format!(
+            r#"{common}
+P=$(nix-store --add /mnt/in/d)
+echo "LOCAL_HASH=$(nix-store -q --hash $P)"
+echo "LOCAL_DUMP=$(nix-store --dump $P | sha256sum | cut -d' ' -f1)"
+nixc store ping --store "$STORE" 2>&1 | sed 's/^/PING /'
+nixc copy --to "$STORE" $P
+echo "REMOTE_HASH=$(nix-store --store "$STORE" -q --hash $P)"
+echo "REMOTE_DUMP=$(nix-store --store "$STORE" --dump $P | sha256sum | cut -d' ' -f1)"
+echo "IN_OUR_DB=$(ls /nix/var/nix/pkgchain/)"
+"#
+        ),
+        &[],
+    );
+    assert_eq!(
+        value(&direct, "LOCAL_HASH"),
+        value(&direct, "REMOTE_HASH"),
+        "{direct}"
+    );
+    assert_eq!(
+        value(&direct, "LOCAL_DUMP"),
+        value(&direct, "REMOTE_DUMP"),
+        "{direct}"
+    );
+    assert!(
+        direct.contains("PING Store URL: ssh-ng://localhost"),
+        "{direct}"
+    );
+    assert!(
+        value(&direct, "IN_OUR_DB").contains("store.sqlite"),
+        "{direct}"
+    );
+    // A daemon running: --stdio relays to it, so both routes see the same store.
+    let relayed = in_namespace_ok(
+        &format!(
+            r#"{common}{start}trap 'kill -TERM $dpid 2>/dev/null; wait $dpid 2>/dev/null || true' EXIT
+P=$(NIX_REMOTE=daemon nix-store --add /mnt/in/d)
+echo "DAEMON_HASH=$(NIX_REMOTE=daemon nix-store -q --hash $P)"
+echo "REMOTE_HASH=$(nix-store --store "$STORE" -q --hash $P)"
+echo "REMOTE_TEXT=$(nix-store --store "$STORE" --add /mnt/in/f.txt)"
+echo "DAEMON_SEES=$(NIX_REMOTE=daemon nix-store --check-validity $(nix-store --store "$STORE" --add /mnt/in/f.txt) && echo yes)"
+grep -c 'accepted connection' /nix/daemon.log | sed 's/^/CONNECTIONS=/'
+"#,
+            start = start_our_daemon()
+        ),
+        &[],
+    );
+    assert_eq!(
+        value(&relayed, "DAEMON_HASH"),
+        value(&relayed, "REMOTE_HASH"),
+        "{relayed}"
+    );
+    assert!(
+        value(&relayed, "REMOTE_TEXT").starts_with("/nix/store/"),
+        "{relayed}"
+    );
+    assert_eq!(value(&relayed, "DAEMON_SEES"), "yes", "{relayed}");
+    // The ssh-ng sessions reached the daemon (two plain clients, then three relayed ones).
+    let connections: u32 = value(&relayed, "CONNECTIONS").parse().expect("count");
+    assert!(connections >= 5, "{relayed}");
+    eprintln!("{direct}{relayed}");
 }

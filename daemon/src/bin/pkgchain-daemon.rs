@@ -63,7 +63,8 @@ fn main() -> ExitCode {
         println!("nix-daemon (Nix) {REPORTED_NIX_VERSION}");
         return ExitCode::SUCCESS;
     }
-    process::init_logging(cli.verbose, "info");
+    // With --stdio, standard error goes to the remote client's terminal: warnings only.
+    process::init_logging(cli.verbose, if cli.stdio { "warn" } else { "info" });
     process::run_main(run(cli))
 }
 
@@ -95,6 +96,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             "setting 'store = {store}' is not supported: this daemon serves its own local store"
         );
     }
+    let socket = listener::socket_path(&loc.state_dir, |n| std::env::var(n).ok());
+    if cli.stdio {
+        return stdio(&loc, &socket, config, rules).await;
+    }
     let store_config = loc.store_config()?;
     let store = Store::open(store_config)
         .await
@@ -104,18 +109,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         Some(resolve_mode(cli.view)?)
     };
-    let state = Arc::new(DaemonState {
-        store: store.clone(),
+    let state = Arc::new(DaemonState::new(
+        store.clone(),
         rules,
         config,
-        materialise: mode == Some(ViewMode::Materialised),
-    });
-    if cli.stdio {
-        anyhow::bail!(
-            "--stdio is not supported yet (one connection over standard input and output, \
-             used by ssh-ng:// stores)"
-        );
-    }
+        mode == Some(ViewMode::Materialised),
+        &loc,
+    ));
     let mut mounts = None;
     match mode {
         Some(ViewMode::Fuse) => {
@@ -135,9 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let std_listener = match listener::from_activation()? {
         Some(l) => l,
-        None => listener::bind(&listener::socket_path(&loc.state_dir, |n| {
-            std::env::var(n).ok()
-        }))?,
+        None => listener::bind(&socket)?,
     };
     std_listener.set_nonblocking(true)?;
     let listener = tokio::net::UnixListener::from_std(std_listener)?;
@@ -158,5 +156,43 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         tokio::task::spawn_blocking(move || m.unmount()).await?;
     }
     info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--stdio`: one client on standard input and output. When a daemon serves the socket, the
+/// bytes are relayed to it (it then decides trust from this process's user, as nix-daemon
+/// does); otherwise this process opens the store and serves the client itself, trusted unless
+/// `--force-untrusted`. It mounts no view: paths it adds appear in the store directory when a
+/// daemon next serves it.
+async fn stdio(
+    loc: &Locations,
+    socket: &std::path::Path,
+    config: NixConfig,
+    rules: AccessRules,
+) -> anyhow::Result<ExitCode> {
+    if let Ok(stream) = tokio::net::UnixStream::connect(socket).await {
+        info!(socket = %socket.display(), "relaying standard input and output to the daemon");
+        let (mut from_daemon, mut to_daemon) = stream.into_split();
+        let upstream = async {
+            tokio::io::copy(&mut tokio::io::stdin(), &mut to_daemon).await?;
+            // The client is done sending: let the daemon see the end of its input.
+            tokio::io::AsyncWriteExt::shutdown(&mut to_daemon).await
+        };
+        let downstream = async {
+            let mut out = tokio::io::stdout();
+            tokio::io::copy(&mut from_daemon, &mut out).await?;
+            tokio::io::AsyncWriteExt::flush(&mut out).await
+        };
+        // The daemon's end of the conversation decides when it is over.
+        let (_, down) = tokio::join!(upstream, downstream);
+        down.context("relaying the daemon's answers")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let trust = rules.forced.unwrap_or(Trust::Trusted);
+    let store = Store::open(loc.store_config()?)
+        .await
+        .context("cannot open the store")?;
+    let state = Arc::new(DaemonState::new(store, rules, config, false, loc));
+    server::serve_stdio(state, trust).await;
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use pkgchain_gc_roots::TempRootsFile;
 use pkgchain_protocol::context::WireContext;
 use pkgchain_protocol::handshake::{
     self, ClientHandshakeInfo, ClientOptions, ServerHello, read_client_magic, read_client_version,
@@ -18,9 +19,9 @@ use pkgchain_protocol::stderr::{ErrorInfo, StderrMessage};
 use pkgchain_protocol::types::TrustedFlag;
 use pkgchain_protocol::version::{FeatureSet, ProtocolVersion};
 use pkgchain_protocol::wire::{AsyncReader, ByteString, Encode, WireError, WireWriter};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use pkgchain_store_model::store_path::StorePath;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::DaemonState;
@@ -32,18 +33,27 @@ use crate::auth::{Peer, Trust};
 /// separately); Nix's largest requests are path lists of a closure.
 const REQUEST_BUDGET: u64 = 256 << 20;
 
+/// What a connection reads from: a socket's reading half, or standard input.
+pub(super) type ClientInput = Box<dyn AsyncRead + Unpin + Send + Sync>;
+/// What a connection writes to: a socket's writing half, or standard output.
+pub(super) type ClientOutput = Box<dyn AsyncWrite + Unpin + Send + Sync>;
+
 /// The reading half of a connection.
-pub(super) type ConnReader = AsyncReader<BufReader<OwnedReadHalf>>;
+pub(super) type ConnReader = AsyncReader<BufReader<ClientInput>>;
 
 /// A connection being served.
 pub(super) struct Conn {
     pub(super) reader: ConnReader,
-    writer: BufWriter<OwnedWriteHalf>,
+    writer: BufWriter<ClientOutput>,
     pub(super) cx: WireContext,
     pub(super) trust: Trust,
     pub(super) settings: pkgchain_protocol::request::ClientSettings,
     pub(super) state: Arc<DaemonState>,
     scratch: WireWriter,
+    /// This connection's number (names its temp-roots file).
+    id: u64,
+    /// This connection's temp roots, created with its first one; removed when it ends.
+    temp_roots: Option<TempRootsFile>,
 }
 
 /// Serves one accepted connection to its end. Never panics on what the client sends; errors
@@ -67,25 +77,65 @@ pub async fn serve_connection(state: Arc<DaemonState>, stream: UnixStream) {
             }
         };
         info!(?trust, "accepted connection");
-        let (rd, wr) = stream.into_split();
-        let mut cx = WireContext::new(ProtocolVersion::LATEST);
-        cx.store_dir = state.store.store_dir().clone();
-        let mut conn = Conn {
-            reader: AsyncReader::new(BufReader::new(rd)),
-            writer: BufWriter::new(wr),
-            cx,
-            trust,
-            settings: Default::default(),
-            state,
-            scratch: WireWriter::new(),
-        };
-        match conn.run().await {
-            Ok(()) => debug!("client closed the connection"),
-            Err(e) => info!(error = %e, "connection ended"),
+        // Where clients from Nix 2.3 to 2.13 keep their profiles, as nix-daemon made them.
+        let roots = state.roots.clone();
+        let (user, uid) = (peer.user.clone(), peer.uid);
+        let made = tokio::task::spawn_blocking(move || {
+            pkgchain_gc_roots::create_user_dirs(&roots, &user, uid)
+        })
+        .await;
+        if let Ok(Err(e)) = made {
+            warn!(error = %e, "cannot create the per-user profile directories");
         }
+        let (rd, wr) = stream.into_split();
+        serve_streams(state, trust, Box::new(rd), Box::new(wr)).await;
     }
     .instrument(span)
     .await
+}
+
+/// Serves one client on standard input and output (`--stdio`, what `ssh-ng://` stores start
+/// on the remote side), with the given trust.
+pub async fn serve_stdio(state: Arc<DaemonState>, trust: Trust) {
+    let span = info_span!("connection", stdio = true);
+    serve_streams(
+        state,
+        trust,
+        Box::new(tokio::io::stdin()),
+        Box::new(tokio::io::stdout()),
+    )
+    .instrument(span)
+    .await
+}
+
+async fn serve_streams(
+    state: Arc<DaemonState>,
+    trust: Trust,
+    input: ClientInput,
+    output: ClientOutput,
+) {
+    let mut cx = WireContext::new(ProtocolVersion::LATEST);
+    cx.store_dir = state.store.store_dir().clone();
+    let id = state.next_connection();
+    let mut conn = Conn {
+        reader: AsyncReader::new(BufReader::new(input)),
+        writer: BufWriter::new(output),
+        cx,
+        trust,
+        settings: Default::default(),
+        state,
+        scratch: WireWriter::new(),
+        id,
+        temp_roots: None,
+    };
+    match conn.run().await {
+        Ok(()) => debug!("client closed the connection"),
+        Err(e) => info!(error = %e, "connection ended"),
+    }
+    // The temp roots go with the connection (the file is removed while still locked).
+    if let Some(file) = conn.temp_roots.take() {
+        let _ = tokio::task::spawn_blocking(move || drop(file)).await;
+    }
 }
 
 /// Why a connection ended early.
@@ -211,7 +261,7 @@ impl Conn {
     }
 
     /// The raw writer, for operations that stream their answer after `STDERR_LAST`.
-    pub(super) fn writer(&mut self) -> &mut BufWriter<OwnedWriteHalf> {
+    pub(super) fn writer(&mut self) -> &mut BufWriter<ClientOutput> {
         &mut self.writer
     }
 
@@ -222,9 +272,40 @@ impl Conn {
     ) -> Result<(), ConnError> {
         let applied = settings::apply(requested, self.trust, &self.state.config);
         for w in &applied.warnings {
-            self.log_line(w).await?;
+            // Daemons before Nix 2.15 (protocol 1.35) only logged ignored settings for
+            // themselves; their clients print nothing.
+            if self.cx.at_least(35) {
+                self.log_line(w).await?;
+            } else {
+                debug!("{w}");
+            }
         }
         self.settings = applied.settings;
         Ok(())
+    }
+}
+
+impl Conn {
+    /// Keeps `path` alive for as long as this connection lasts (Nix's temp roots: a file under
+    /// `temproots/` that this connection holds locked).
+    pub(super) async fn add_temp_root(&mut self, path: &StorePath) -> Result<(), String> {
+        let mut file = self.temp_roots.take();
+        let layout = self.state.roots.clone();
+        let name = format!("{}-{}", std::process::id(), self.id);
+        let path = path.clone();
+        let (file, result) = tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                let f = match &mut file {
+                    Some(f) => f,
+                    slot => slot.insert(TempRootsFile::create(&layout, &name)?),
+                };
+                f.add(&path)
+            })();
+            (file, result)
+        })
+        .await
+        .map_err(|e| format!("recording a temporary root: {e}"))?;
+        self.temp_roots = file;
+        result.map_err(|e| e.to_string())
     }
 }

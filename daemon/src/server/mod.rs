@@ -8,10 +8,14 @@
 
 mod connection;
 mod ops;
+mod records;
 mod settings;
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use pkgchain_gc_roots::RootsLayout;
 use pkgchain_store::Store;
 use tokio::net::UnixListener;
 use tracing::{info, warn};
@@ -19,7 +23,7 @@ use tracing::{info, warn};
 use crate::auth::AccessRules;
 use crate::nix_conf::NixConfig;
 
-pub use connection::serve_connection;
+pub use connection::{serve_connection, serve_stdio};
 
 /// The Nix version this daemon reports in the handshake (1.33 and later) and `--version`:
 /// the newest Nix whose protocol it speaks, marked as ours.
@@ -36,9 +40,40 @@ pub struct DaemonState {
     /// The store directory is a materialised view: every added path is written out as files
     /// before the client hears it was added (clients read the store directory themselves).
     pub materialise: bool,
+    /// Where GC roots, profiles and temp roots live (under the state directory).
+    pub roots: RootsLayout,
+    /// Where build logs live (`NIX_LOG_DIR`).
+    pub log_dir: PathBuf,
+    /// Numbers connections (names of their temp-roots files).
+    pub connections: AtomicU64,
 }
 
 impl DaemonState {
+    /// State for `store` with the given settings; roots and logs where `locations` says.
+    pub fn new(
+        store: Store,
+        rules: AccessRules,
+        config: NixConfig,
+        materialise: bool,
+        locations: &crate::locations::Locations,
+    ) -> DaemonState {
+        let roots = RootsLayout::new(&locations.state_dir, store.store_dir().clone());
+        DaemonState {
+            store,
+            rules,
+            config,
+            materialise,
+            roots,
+            log_dir: locations.log_dir.clone(),
+            connections: AtomicU64::new(0),
+        }
+    }
+
+    /// A fresh connection number.
+    pub(crate) fn next_connection(&self) -> u64 {
+        self.connections.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Makes a newly valid path visible in the store directory (materialised view only; the
     /// FUSE view shows it as soon as it is registered).
     pub(crate) async fn publish(&self, info: &pkgchain_store::PathInfo) -> Result<(), String> {

@@ -14,7 +14,9 @@ use pkgchain_protocol::request::add::multiple;
 use pkgchain_protocol::request::{Payload, Request};
 use pkgchain_protocol::stderr::StderrMessage;
 use pkgchain_protocol::tunnel::StderrReadSource;
-use pkgchain_protocol::types::{BuildMode, DerivedPath, OutputsSpec};
+use pkgchain_protocol::types::{
+    BuildMode, BuildResult, BuildStatus, BuiltOutput, DerivedPath, KeyedBuildResult, OutputsSpec,
+};
 use pkgchain_protocol::wire::AsyncReader;
 use pkgchain_store::StoreError;
 use pkgchain_store::{CaAddRequest, DumpFormat};
@@ -65,7 +67,7 @@ impl From<ConnError> for OpError {
     }
 }
 
-fn failed(message: impl Into<String>) -> OpError {
+pub(super) fn failed(message: impl Into<String>) -> OpError {
     OpError::Failed(message.into())
 }
 
@@ -148,12 +150,29 @@ impl Conn {
                 }
                 Reply::Ack
             }
-            Request::AddTempRoot(_) | Request::SyncWithGC => {
-                // Nothing is collected until the garbage collector exists (issue 5), so a
-                // temporary root has nothing to protect against yet.
+            Request::AddTempRoot(p) => {
+                self.add_temp_root(&p).await.map_err(failed)?;
                 Reply::Ack
             }
-            Request::AddIndirectRoot(_) => Reply::Ack,
+            Request::SyncWithGC => {
+                self.sync_with_gc().await?;
+                Reply::Ack
+            }
+            Request::AddIndirectRoot(link) => {
+                self.add_indirect_root(&link).await?;
+                Reply::Ack
+            }
+            Request::FindRoots => Reply::FindRoots(self.find_roots().await?),
+            Request::AddPermRoot { path, gc_root } => {
+                Reply::AddPermRoot(self.add_perm_root(&path, &gc_root).await?)
+            }
+            Request::RegisterDrvOutput(req) => {
+                self.register_drv_output(req).await?;
+                Reply::Nothing
+            }
+            Request::QueryRealisation(key) => {
+                Reply::QueryRealisation(self.query_realisation(key).await?)
+            }
             Request::OptimiseStore => {
                 self.log_line(
                     "the store is deduplicated by design (every file chunk is a shared, \
@@ -206,20 +225,26 @@ impl Conn {
                 if self.trust != Trust::Trusted {
                     info.info.ultimate = false;
                 }
-                let check_sigs = self.trust != Trust::Trusted || !req.dont_check_sigs;
+                let check_sigs = (self.trust != Trust::Trusted || !req.dont_check_sigs)
+                    .then(|| self.signature_wording());
                 let state = self.state.clone();
                 let size = info.info.nar_size;
+                let path = info.path.clone();
                 self.with_payload(payload, Some(size), move |data| {
                     Box::pin(
                         async move { add_nar(&state, &info, data, req.repair, check_sigs).await },
                     )
                 })
                 .await?;
+                self.add_temp_root(&path).await.map_err(failed)?;
                 Reply::Nothing
             }
             Request::AddMultipleToStore(req) => {
-                let check_sigs = self.trust != Trust::Trusted || !req.dont_check_sigs;
-                self.add_multiple(payload, req.repair, check_sigs).await?;
+                let check_sigs = (self.trust != Trust::Trusted || !req.dont_check_sigs)
+                    .then(|| self.signature_wording());
+                for path in self.add_multiple(payload, req.repair, check_sigs).await? {
+                    self.add_temp_root(&path).await.map_err(failed)?;
+                }
                 Reply::Nothing
             }
             Request::AddToStore(req) => {
@@ -242,6 +267,7 @@ impl Conn {
                     })
                     .await?;
                 self.state.publish(&info).await.map_err(failed)?;
+                self.add_temp_root(&info.path).await.map_err(failed)?;
                 Reply::AddToStore(self.valid_info(&info)?)
             }
             Request::AddToStoreOld(req) => {
@@ -263,6 +289,7 @@ impl Conn {
                     })
                     .await?;
                 self.state.publish(&info).await.map_err(failed)?;
+                self.add_temp_root(&info.path).await.map_err(failed)?;
                 Reply::AddToStoreOld(info.path)
             }
             Request::AddTextToStore(req) => {
@@ -277,6 +304,7 @@ impl Conn {
                 let mut text: &[u8] = &req.text.0;
                 let info = store.add_to_store_ca(ca, &mut text).await?;
                 self.state.publish(&info).await.map_err(failed)?;
+                self.add_temp_root(&info.path).await.map_err(failed)?;
                 Reply::AddTextToStore(info.path)
             }
             Request::QueryMissing(paths) => Reply::QueryMissing(self.query_missing(paths).await?),
@@ -288,12 +316,9 @@ impl Conn {
                 }
                 Reply::Ack
             }
-            Request::BuildPathsWithResults { mode, .. } => {
+            Request::BuildPathsWithResults { paths, mode } => {
                 self.refuse_repair(mode)?;
-                return Err(not_yet(
-                    "BuildPathsWithResults",
-                    "sandboxed builds, issue 4",
-                ));
+                Reply::BuildPathsWithResults(self.results_for_valid(paths).await?)
             }
             Request::BuildDerivation(_) => {
                 return Err(not_yet("BuildDerivation", "sandboxed builds, issue 4"));
@@ -301,33 +326,20 @@ impl Conn {
             Request::CollectGarbage(_) => {
                 return Err(not_yet("CollectGarbage", "garbage collection, issue 5"));
             }
-            Request::FindRoots => {
-                return Err(not_yet("FindRoots", "garbage collection, issue 5"));
-            }
-            Request::AddPermRoot { .. } => {
-                return Err(not_yet("AddPermRoot", "garbage collection, issue 5"));
-            }
-            Request::RegisterDrvOutput(_) | Request::QueryRealisation(_) => {
-                return Err(not_yet(
-                    "RegisterDrvOutput/QueryRealisation",
-                    "content-addressed derivations",
-                ));
-            }
-            Request::AddBuildLog(_) => {
-                if self.trust != Trust::Trusted {
-                    return Err(failed("you are not privileged to add build logs"));
-                }
-                // Consume the log so the connection stays in step, then say it was not kept.
-                self.with_payload(payload, None, |data| {
+            Request::AddBuildLog(req) => {
+                // Consumed whole in any case, so the connection stays in step.
+                let trusted = self.trust == Trust::Trusted;
+                let state = self.state.clone();
+                self.with_payload(payload, None, move |data| {
                     Box::pin(async move {
-                        tokio::io::copy(data, &mut tokio::io::sink())
-                            .await
-                            .map_err(|e| failed(e.to_string()))?;
-                        Ok(())
+                        if !trusted {
+                            return Err(failed("you are not privileged to add logs"));
+                        }
+                        Conn::store_build_log(&state, &req.drv_path, data).await
                     })
                 })
                 .await?;
-                return Err(not_yet("AddBuildLog", "build logs, issue 4"));
+                Reply::Ack
             }
             Request::ExportPath { .. } | Request::ImportPaths => {
                 return Err(failed(format!(
@@ -346,6 +358,14 @@ impl Conn {
             ));
         }
         Ok(())
+    }
+
+    fn signature_wording(&self) -> SignatureWording {
+        if self.cx.at_least(35) {
+            SignatureWording::Current
+        } else {
+            SignatureWording::Before2_15
+        }
     }
 
     fn valid_info(&self, info: &pkgchain_store::PathInfo) -> Result<ValidPathInfo, OpError> {
@@ -418,8 +438,8 @@ impl Conn {
         &mut self,
         payload: Payload,
         repair: bool,
-        check_sigs: bool,
-    ) -> Result<(), OpError> {
+        check_sigs: Option<SignatureWording>,
+    ) -> Result<Vec<StorePath>, OpError> {
         let cx = self.cx.clone();
         let state = self.state.clone();
         self.with_payload(payload, None, move |data| {
@@ -428,14 +448,16 @@ impl Conn {
                 let count = multiple::decode_count(&mut r)
                     .await
                     .map_err(|e| failed(e.to_string()))?;
+                let mut added = Vec::new();
                 for _ in 0..count {
                     let mut info = multiple::decode_info(&mut r, &cx)
                         .await
                         .map_err(|e| failed(e.to_string()))?;
                     info.info.ultimate = false;
                     add_nar(&state, &info, r.get_mut(), repair, check_sigs).await?;
+                    added.push(info.path);
                 }
-                Ok(())
+                Ok(added)
             })
         })
         .await
@@ -461,6 +483,41 @@ impl Conn {
             Ok(Err(e)) => Err(OpError::Fatal(e.to_string())),
             Err(e) => Err(OpError::Fatal(e.to_string())),
         }
+    }
+
+    /// `BuildPathsWithResults` when nothing needs building: every opaque path valid and every
+    /// wanted output of every derivation valid ("already valid", with the outputs). Anything
+    /// that would need a build or a substituter is an error until those exist.
+    async fn results_for_valid(
+        &self,
+        paths: Vec<DerivedPath>,
+    ) -> Result<Vec<KeyedBuildResult>, OpError> {
+        let missing = self.query_missing(paths.clone()).await?;
+        if !missing.will_build.is_empty() || !missing.unknown.is_empty() {
+            return Err(not_yet(
+                "BuildPathsWithResults",
+                "sandboxed builds and substituters, issues 4 and 6",
+            ));
+        }
+        let store = &self.state.store;
+        let mut results = Vec::with_capacity(paths.len());
+        for path in paths {
+            let mut result = BuildResult::new(BuildStatus::AlreadyValid);
+            if let DerivedPath::Built { drv_path, outputs } = &path {
+                let map = store.query_derivation_output_map(&drv_path.root).await?;
+                for (name, out) in map {
+                    let wanted = match outputs {
+                        OutputsSpec::All => true,
+                        OutputsSpec::Names(names) => names.contains(&name),
+                    };
+                    if let (true, Some(out)) = (wanted, out) {
+                        result.built_outputs.insert(name, BuiltOutput::new(out));
+                    }
+                }
+            }
+            results.push(KeyedBuildResult { path, result });
+        }
+        Ok(results)
     }
 
     /// What `QueryMissing` answers without substituters: opaque paths that are not valid are
@@ -516,10 +573,10 @@ async fn add_nar(
     info: &ValidPathInfo,
     data: &mut (dyn AsyncRead + Unpin + Send),
     repair: bool,
-    check_sigs: bool,
+    check_sigs: Option<SignatureWording>,
 ) -> Result<(), OpError> {
-    if check_sigs {
-        check_signatures(state, info)?;
+    if let Some(wording) = check_sigs {
+        check_signatures(state, info, wording)?;
     }
     let added = state.store.add_nar(info, data, repair).await?;
     state.publish(&added).await.map_err(failed)?;
@@ -528,7 +585,11 @@ async fn add_nar(
 
 /// Nix's rule for imported paths: with `require-sigs` (the default), a path must be
 /// content-addressed or signed by a key in `trusted-public-keys`.
-fn check_signatures(state: &DaemonState, info: &ValidPathInfo) -> Result<(), OpError> {
+fn check_signatures(
+    state: &DaemonState,
+    info: &ValidPathInfo,
+    wording: SignatureWording,
+) -> Result<(), OpError> {
     if !state
         .config
         .bool("require-sigs", true)
@@ -545,10 +606,25 @@ fn check_signatures(state: &DaemonState, info: &ValidPathInfo) -> Result<(), OpE
     if info.count_valid_signatures(&keys) > 0 {
         return Ok(());
     }
-    Err(failed(format!(
-        "cannot add path '{}' because it lacks a signature by a trusted key",
-        state.store.store_dir().display(&info.path)
-    )))
+    let path = state.store.store_dir().display(&info.path);
+    Err(failed(match wording {
+        SignatureWording::Current => {
+            format!("cannot add path '{path}' because it lacks a signature by a trusted key")
+        }
+        SignatureWording::Before2_15 => {
+            format!("cannot add path '{path}' because it lacks a valid signature")
+        }
+    }))
+}
+
+/// How the refusal of an unsigned path is worded: clients older than protocol 1.35 (Nix 2.14
+/// and earlier) get the words their daemons used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SignatureWording {
+    /// Nix 2.15 and later.
+    Current,
+    /// Nix 2.3 to 2.14.
+    Before2_15,
 }
 
 /// A blocking writer that hands its bytes to an async receiver (for NAR export).

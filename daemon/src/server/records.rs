@@ -1,0 +1,341 @@
+//! Operations that record things beside store paths: GC roots (temp, indirect, permanent,
+//! and finding them), realisations of derivation outputs, and build logs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use pkgchain_protocol::reply::{RealisationReply, Roots};
+use pkgchain_protocol::request::{DrvOutputKey, RegisterDrvOutput};
+use pkgchain_protocol::types::{
+    LegacyDrvOutput, LegacyRealisation, Realisation, UnkeyedRealisation,
+};
+use pkgchain_protocol::wire::ByteString;
+use pkgchain_store::{DrvHashOutput, RealisationKey, RealisationValue};
+use pkgchain_store_model::signature::Signature;
+use pkgchain_store_model::store_path::StorePath;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tracing::debug;
+
+use super::connection::Conn;
+use super::ops::{OpError, failed};
+use crate::auth::Trust;
+
+/// Largest build log kept (uncompressed); a longer one is refused and nothing is stored.
+const MAX_BUILD_LOG: u64 = 1 << 30;
+
+fn blocking_failed(e: tokio::task::JoinError) -> OpError {
+    failed(format!("internal error: {e}"))
+}
+
+impl Conn {
+    /// `FindRoots`: every root whose store path is valid, with where it comes from. Untrusted
+    /// clients see `{censored}` for roots of running processes and other connections.
+    pub(super) async fn find_roots(&self) -> Result<Roots, OpError> {
+        let layout = self.state.roots.clone();
+        let censor = self.trust != Trust::Trusted;
+        let found =
+            tokio::task::spawn_blocking(move || pkgchain_gc_roots::find_roots(&layout, censor))
+                .await
+                .map_err(blocking_failed)?
+                .map_err(|e| failed(e.to_string()))?;
+        let candidates: Vec<StorePath> = found.keys().cloned().collect();
+        let valid = self.state.store.query_valid_paths(&candidates).await?;
+        let mut roots = BTreeMap::new();
+        for (path, links) in found {
+            if valid.contains(&path) {
+                let links: BTreeSet<ByteString> = links
+                    .into_iter()
+                    .map(|l| ByteString(l.into_bytes()))
+                    .collect();
+                roots.insert(path, links);
+            } else {
+                debug!(path = %path, "skipping a root to a path that is not valid");
+            }
+        }
+        Ok(Roots(roots))
+    }
+
+    /// `AddIndirectRoot`: `gcroots/auto/<hash>` → the client's link.
+    pub(super) async fn add_indirect_root(&self, link: &ByteString) -> Result<(), OpError> {
+        let link = PathBuf::from(OsStr::from_bytes(&link.0));
+        let layout = self.state.roots.clone();
+        tokio::task::spawn_blocking(move || pkgchain_gc_roots::add_indirect_root(&layout, &link))
+            .await
+            .map_err(blocking_failed)?
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(())
+    }
+
+    /// `AddPermRoot` (trusted clients only, as in Nix): the link `gc_root` → `path`, made by
+    /// the daemon and registered as an indirect root.
+    pub(super) async fn add_perm_root(
+        &mut self,
+        path: &StorePath,
+        gc_root: &ByteString,
+    ) -> Result<ByteString, OpError> {
+        if self.trust != Trust::Trusted {
+            return Err(failed(
+                "you are not privileged to create perm roots\n\nhint: you can just do this \
+                 client-side without special privileges, and probably want to do that instead.",
+            ));
+        }
+        self.add_temp_root(path).await.map_err(failed)?;
+        let gc_root = PathBuf::from(OsStr::from_bytes(&gc_root.0));
+        let layout = self.state.roots.clone();
+        let p = path.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            pkgchain_gc_roots::add_perm_root(&layout, &p, &gc_root)
+        })
+        .await
+        .map_err(blocking_failed)?
+        .map_err(|e| failed(e.to_string()))?;
+        Ok(ByteString(made.as_os_str().as_bytes().to_vec()))
+    }
+
+    /// `SyncWithGC`: waits until a running collector is done (takes `gc.lock` shared, then
+    /// lets it go).
+    pub(super) async fn sync_with_gc(&self) -> Result<(), OpError> {
+        let lock = self.state.roots.gc_lock();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if let Some(dir) = lock.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&lock)?;
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)?;
+            Ok(())
+        })
+        .await
+        .map_err(blocking_failed)?
+        .map_err(|e| failed(format!("waiting for the garbage collector: {e}")))
+    }
+
+    /// `RegisterDrvOutput`. Nix lets any client register a realisation without checking its
+    /// signatures; a realisation decides what a derivation's output *is*, so here only
+    /// trusted clients may (the protocol reference's recommendation). Like Nix, it needs
+    /// the `ca-derivations` experimental feature in the daemon's configuration.
+    pub(super) async fn register_drv_output(&self, req: RegisterDrvOutput) -> Result<(), OpError> {
+        if !self
+            .state
+            .config
+            .list("experimental-features", &[])
+            .iter()
+            .chain(
+                self.state
+                    .config
+                    .list("extra-experimental-features", &[])
+                    .iter(),
+            )
+            .any(|f| f == "ca-derivations")
+        {
+            return Err(failed(
+                "experimental Nix feature 'ca-derivations' is disabled; add \
+                 '--extra-experimental-features ca-derivations' to enable it",
+            ));
+        }
+        if self.trust != Trust::Trusted {
+            return Err(failed(
+                "you are not privileged to register realisations (only trusted users may)",
+            ));
+        }
+        let (key, value) = match req {
+            RegisterDrvOutput::Pre1_31 { id, out_path } => (
+                RealisationKey::DrvHash(hash_key(&id)),
+                RealisationValue {
+                    out_path,
+                    signatures: BTreeSet::new(),
+                    dependencies: BTreeMap::new(),
+                },
+            ),
+            RegisterDrvOutput::Legacy(r) => (
+                RealisationKey::DrvHash(hash_key(&r.id)),
+                RealisationValue {
+                    out_path: r.out_path,
+                    signatures: r.signatures.iter().map(ToString::to_string).collect(),
+                    dependencies: r
+                        .dependent_realisations
+                        .iter()
+                        .map(|(k, v)| (hash_key(k), v.clone()))
+                        .collect(),
+                },
+            ),
+            RegisterDrvOutput::Realisation(Realisation { id, value }) => (
+                RealisationKey::DrvPath {
+                    drv_path: id.drv_path,
+                    output_name: id.output_name,
+                },
+                RealisationValue {
+                    out_path: value.out_path,
+                    signatures: value.signatures.iter().map(ToString::to_string).collect(),
+                    dependencies: BTreeMap::new(),
+                },
+            ),
+        };
+        self.state.store.register_realisation(key, value).await?;
+        Ok(())
+    }
+
+    /// `QueryRealisation`, answered in the connection's form.
+    pub(super) async fn query_realisation(
+        &self,
+        key: DrvOutputKey,
+    ) -> Result<RealisationReply, OpError> {
+        let store = &self.state.store;
+        Ok(match key {
+            DrvOutputKey::Path(id) => {
+                let found = store
+                    .query_realisation(&RealisationKey::DrvPath {
+                        drv_path: id.drv_path,
+                        output_name: id.output_name,
+                    })
+                    .await?;
+                RealisationReply::Realisation(found.map(|v| UnkeyedRealisation {
+                    out_path: v.out_path,
+                    signatures: signatures(&v.signatures),
+                }))
+            }
+            DrvOutputKey::Legacy(id) => {
+                let found = store
+                    .query_realisation(&RealisationKey::DrvHash(hash_key(&id)))
+                    .await?;
+                if self.cx.at_least(31) {
+                    RealisationReply::Legacy(found.map(|v| {
+                        LegacyRealisation {
+                            id,
+                            out_path: v.out_path,
+                            signatures: signatures(&v.signatures),
+                            dependent_realisations: v
+                                .dependencies
+                                .into_iter()
+                                .map(|(k, p)| {
+                                    (
+                                        LegacyDrvOutput {
+                                            drv_hash: k.drv_hash,
+                                            output_name: k.output_name,
+                                        },
+                                        p,
+                                    )
+                                })
+                                .collect(),
+                        }
+                    }))
+                } else {
+                    RealisationReply::OutPath(found.map(|v| v.out_path))
+                }
+            }
+        })
+    }
+
+    /// `AddBuildLog` (trusted clients only, as in Nix): stores the log, bzip2-compressed, at
+    /// `<log dir>/drvs/<first 2 chars>/<rest of the base name>.bz2`, unless a log is there
+    /// already. The log is written beside its final name and renamed into place when
+    /// complete, so a cut-off upload leaves nothing.
+    pub(super) async fn store_build_log(
+        state: &super::DaemonState,
+        drv_path: &StorePath,
+        data: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<(), OpError> {
+        let base = drv_path.base_name();
+        let (first, rest) = base.split_at(2);
+        let dir = state.log_dir.join("drvs").join(first);
+        let target = dir.join(format!("{rest}.bz2"));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+        let t = target.clone();
+        let writer = tokio::task::spawn_blocking(move || write_log(&dir, &t, &mut rx));
+        let mut total: u64 = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut send_error = None;
+        loop {
+            let n = data
+                .read(&mut buf)
+                .await
+                .map_err(|e| failed(format!("reading the build log: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if total > MAX_BUILD_LOG {
+                send_error = Some(format!(
+                    "build log of '{}' is larger than {MAX_BUILD_LOG} bytes",
+                    state.store.store_dir().display(drv_path)
+                ));
+                break;
+            }
+            if tx.send(buf[..n].to_vec()).await.is_err() {
+                break;
+            }
+        }
+        if send_error.is_some() {
+            // Dropping the sender without the end marker makes the writer discard its file.
+            drop(tx);
+            let _ = writer.await;
+            return Err(failed(send_error.unwrap_or_default()));
+        }
+        // An empty chunk marks the end: only then is the log renamed into place.
+        let _ = tx.send(Vec::new()).await;
+        drop(tx);
+        writer.await.map_err(blocking_failed)?.map_err(|e| {
+            failed(format!(
+                "storing the build log at '{}': {e}",
+                target.display()
+            ))
+        })
+    }
+}
+
+/// Compresses what arrives on `rx` into a temporary file in `dir` and renames it to `target`
+/// when the end marker (an empty chunk) comes; without it the file is removed.
+fn write_log(
+    dir: &Path,
+    target: &Path,
+    rx: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    if target.exists() {
+        // Nix keeps the first log of a derivation.
+        while rx.blocking_recv().is_some() {}
+        return Ok(());
+    }
+    let temp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut encoder = bzip2::write::BzEncoder::new(temp, bzip2::Compression::best());
+    let mut complete = false;
+    while let Some(chunk) = rx.blocking_recv() {
+        if chunk.is_empty() {
+            complete = true;
+            break;
+        }
+        encoder.write_all(&chunk)?;
+    }
+    if !complete {
+        return Ok(());
+    }
+    let temp = encoder.finish()?;
+    temp.as_file().sync_all()?;
+    match temp.persist_noclobber(target) {
+        Ok(_) => Ok(()),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e.error),
+    }
+}
+
+fn hash_key(id: &LegacyDrvOutput) -> DrvHashOutput {
+    DrvHashOutput {
+        drv_hash: id.drv_hash.clone(),
+        output_name: id.output_name.clone(),
+    }
+}
+
+/// Stored signatures, parsed (they were checked when registered).
+fn signatures(stored: &BTreeSet<String>) -> BTreeSet<Signature> {
+    stored
+        .iter()
+        .filter_map(|s| Signature::parse(s).ok())
+        .collect()
+}
