@@ -772,3 +772,100 @@ grep -c 'accepted connection' /nix/daemon.log | sed 's/^/CONNECTIONS=/'
     assert!(connections >= 5, "{relayed}");
     eprintln!("{direct}{relayed}");
 }
+
+/// Operations no stock command line sends to a local daemon, spoken over the socket by a small
+/// client: `RegisterDrvOutput` then `QueryRealisation` (the 1.31+ JSON form), `AddPermRoot`
+/// (1.37), and `FindRoots` seeing the new root.
+#[test]
+fn realisations_and_perm_roots_over_the_wire() {
+    if !prerequisites(&["unshare", "nix-store", "python3"]) {
+        return;
+    }
+    let input = input_dir();
+    let script = format!(
+        r#"
+mkdir -p /mnt/in
+mount --bind '{input}' /mnt/in
+export NIX_CONFIG=$'experimental-features = nix-command ca-derivations'
+{start}trap 'kill -TERM $dpid 2>/dev/null; wait $dpid 2>/dev/null || true' EXIT
+export P=$(NIX_REMOTE=daemon nix-store --add /mnt/in/d)
+python3 - <<'PY'
+import os, socket, struct
+P = os.environ['P']
+def u64(n): return struct.pack('<Q', n)
+def s8(b): return u64(len(b)) + b + b'\0' * ((8 - len(b) % 8) % 8)
+class Conn:
+    def __init__(self, minor):
+        self.s = socket.socket(socket.AF_UNIX)
+        self.s.connect('/nix/var/nix/daemon-socket/socket')
+        self.s.sendall(u64(0x6e697863))
+        assert self.u64() == 0x6478696f
+        self.u64()
+        self.s.sendall(u64(0x100 | minor) + u64(0) + u64(0))
+        self.str()                        # the daemon's Nix version (1.33+)
+        if minor >= 35: self.u64()        # trusted flag
+        assert self.stderr() is None
+    def read(self, n):
+        data = b''
+        while len(data) < n:
+            chunk = self.s.recv(n - len(data))
+            assert chunk, 'connection closed'
+            data += chunk
+        return data
+    def u64(self): return struct.unpack('<Q', self.read(8))[0]
+    def str(self):
+        n = self.u64(); data = self.read(n); self.read((8 - n % 8) % 8); return data.decode()
+    def stderr(self):
+        while True:
+            kind = self.u64()
+            if kind == 0x616c7473: return None                       # STDERR_LAST
+            if kind == 0x6f6c6d67: self.str(); continue              # STDERR_NEXT
+            if kind == 0x63787470:                                   # STDERR_ERROR
+                self.str(); self.u64(); self.str(); msg = self.str(); self.u64()
+                for _ in range(self.u64()): self.u64(); self.str()
+                return msg
+            raise Exception('unexpected stderr message %x' % kind)
+    def op(self, number, *args):
+        self.s.sendall(u64(number) + b''.join(args))
+        return self.stderr()
+c = Conn(34)
+key = 'sha256:' + 'ab' * 32 + '!out'
+realisation = '{{"id":"%s","outPath":"%s","signatures":[],"dependentRealisations":{{}}}}' % (key, os.path.basename(P))
+print('REGISTER_ERROR=%s' % c.op(42, s8(realisation.encode())))
+print('QUERY_ERROR=%s' % c.op(43, s8(key.encode())))
+print('QUERY_ANSWER=%s' % ' '.join(c.str() for _ in range(c.u64())))
+print('QUERY_UNKNOWN_ERROR=%s' % c.op(43, s8(('sha256:' + 'cd' * 32 + '!out').encode())))
+print('QUERY_UNKNOWN_COUNT=%d' % c.u64())
+c = Conn(37)
+print('PERM_ROOT_ERROR=%s' % c.op(47, s8(P.encode()), s8(b'/nix/roots/./perm')))
+print('PERM_ROOT=%s' % c.str())
+print('FIND_ROOTS_ERROR=%s' % c.op(14))
+roots = [(c.str(), c.str()) for _ in range(c.u64())]
+print('FIND_ROOTS=%s' % ' '.join('%s->%s' % r for r in roots if not r[0].startswith('/proc/')))
+PY
+echo "PERM_LINK=$(readlink /nix/roots/perm)"
+"#,
+        input = input.path().display(),
+        start = start_our_daemon(),
+    );
+    let out = in_namespace_ok(&script, &[]);
+    let p = out
+        .lines()
+        .find_map(|l| l.strip_prefix("PERM_LINK="))
+        .expect("perm link")
+        .to_owned();
+    assert!(p.starts_with("/nix/store/"), "{out}");
+    assert_eq!(value(&out, "REGISTER_ERROR"), "None", "{out}");
+    assert_eq!(value(&out, "QUERY_ERROR"), "None", "{out}");
+    let answer = value(&out, "QUERY_ANSWER");
+    assert!(answer.contains(&format!("\"outPath\":\"{}\"", &p["/nix/store/".len()..])), "{out}");
+    assert!(answer.contains(&"ab".repeat(32)), "{out}");
+    assert_eq!(value(&out, "QUERY_UNKNOWN_COUNT"), "0", "{out}");
+    assert_eq!(value(&out, "PERM_ROOT_ERROR"), "None", "{out}");
+    assert_eq!(value(&out, "PERM_ROOT"), "/nix/roots/perm", "{out}");
+    assert_eq!(value(&out, "FIND_ROOTS_ERROR"), "None", "{out}");
+    assert!(
+        value(&out, "FIND_ROOTS").contains(&format!("/nix/roots/perm->{p}")),
+        "{out}"
+    );
+}
