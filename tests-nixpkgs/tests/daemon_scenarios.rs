@@ -266,7 +266,9 @@ fn transcript(client: Client, daemon: Daemon, input: &Path, role: Role) -> Strin
         ),
     };
     let (home, as_user) = match role {
-        Role::Root => ("/tmp".to_owned(), String::new()),
+        // On the test's own /nix: the chroot's /tmp outlives the test (nix-env makes
+        // ~/.nix-defexpr).
+        Role::Root => ("/nix/home-root".to_owned(), String::new()),
         Role::Untrusted => {
             let (uid, gid) = untrusted_user();
             let home = format!("/nix/home-{USER_NAME}");
