@@ -148,21 +148,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-fact() { printf '%s\t%s\n' "$1" "$2" >> "$FACTS"; }
-load() { cut -d' ' -f1-3 /proc/loadavg; }
-cpu_ticks() { head -n1 /proc/stat; } # "cpu user nice system idle iowait irq softirq steal ..."
-# cpu_use BEFORE AFTER: the whole machine's CPU use between two cpu_ticks samples.
-cpu_use() {
-    printf '%s\n%s\n' "$1" "$2" | awk '
-        { for (i = 2; i <= 9; i++) v[NR, i] = $i }
-        END {
-            for (i = 2; i <= 9; i++) { d[i] = v[2, i] - v[1, i]; t += d[i] }
-            if (t == 0) t = 1
-            printf "busy %.0f%%, iowait %.0f%%, steal %.0f%% (of all CPUs)",
-                100 * (d[2] + d[3] + d[4] + d[7] + d[8]) / t, 100 * d[6] / t, 100 * d[9] / t
-        }'
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 bind() { # bind SRC DST
     mount --bind "$1" "$2"
@@ -203,8 +190,6 @@ CPU_START=$(cpu_ticks)
 # Everyone else's CPU use during the run: top every 5 s, summed per command at the end.
 top -b -d 5 -w 250 > "$WORK/top.log" 2> /dev/null &
 TOP_PID=$!
-# Processes other than this one using >= 5% of a CPU now (top's second sample, over 2 s).
-busy() { top -b -n 2 -d 2 -w 200 | awk '/^top -/ { n++ } n == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 >= 5 { printf "%s %s%%; ", $12, $9 }'; }
 fact others_start "$(busy)"
 if pgrep -f 'cargo fuzz|fuzz/target' > /dev/null || pgrep -x rustc > /dev/null; then
     log "WARNING: fuzzers or compilers are running: timings will be noisy"
@@ -228,10 +213,6 @@ timed() {
 }
 # row SECTION IMPL WALL: a row with only a wall time.
 row() { printf '%s\t%s\t%s\t0\t0\t0\n' "$1" "$2" "$3" >> "$RAW"; }
-drop_caches() {
-    sync
-    echo 3 > /proc/sys/vm/drop_caches
-}
 walltime() { # walltime CMD...: wall seconds of CMD on stdout
     local t0 t1
     t0=$(date +%s%N)
@@ -239,7 +220,6 @@ walltime() { # walltime CMD...: wall seconds of CMD on stdout
     t1=$(date +%s%N)
     awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'
 }
-warm() { tar -cf - -C "$1" . | cat > /dev/null; }
 empty_dir() { find "$1" -mindepth 1 -maxdepth 1 -exec rm -rf {} +; }
 reset_ours() {
     rm -rf "$O"

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod listener;
 pub mod locations;
+pub mod memory;
 pub mod nix_conf;
 pub mod process;
 pub mod server;

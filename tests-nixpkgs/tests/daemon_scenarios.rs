@@ -860,7 +860,10 @@ echo "PERM_LINK=$(readlink /nix/roots/perm)"
     assert_eq!(value(&out, "REGISTER_ERROR"), "None", "{out}");
     assert_eq!(value(&out, "QUERY_ERROR"), "None", "{out}");
     let answer = value(&out, "QUERY_ANSWER");
-    assert!(answer.contains(&format!("\"outPath\":\"{}\"", &p["/nix/store/".len()..])), "{out}");
+    assert!(
+        answer.contains(&format!("\"outPath\":\"{}\"", &p["/nix/store/".len()..])),
+        "{out}"
+    );
     assert!(answer.contains(&"ab".repeat(32)), "{out}");
     assert_eq!(value(&out, "QUERY_UNKNOWN_COUNT"), "0", "{out}");
     assert_eq!(value(&out, "PERM_ROOT_ERROR"), "None", "{out}");

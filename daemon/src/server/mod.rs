@@ -46,6 +46,8 @@ pub struct DaemonState {
     pub log_dir: PathBuf,
     /// Numbers connections (names of their temp-roots files).
     pub connections: AtomicU64,
+    /// Connections being served on the socket now.
+    pub open_connections: AtomicU64,
 }
 
 impl DaemonState {
@@ -66,6 +68,7 @@ impl DaemonState {
             roots,
             log_dir: locations.log_dir.clone(),
             connections: AtomicU64::new(0),
+            open_connections: AtomicU64::new(0),
         }
     }
 
@@ -110,7 +113,15 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let state = Arc::clone(&state);
-                    tokio::spawn(serve_connection(state, stream));
+                    tokio::spawn(async move {
+                        state.open_connections.fetch_add(1, Ordering::Relaxed);
+                        serve_connection(Arc::clone(&state), stream).await;
+                        if state.open_connections.fetch_sub(1, Ordering::Relaxed) == 1 {
+                            // The last client left: give the memory its requests used back.
+                            let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory)
+                                .await;
+                        }
+                    });
                 }
                 Err(e) => {
                     // EMFILE and friends: wait a little instead of spinning.

@@ -1,0 +1,501 @@
+#!/usr/bin/env bash
+# Daemon benchmark: pkgchain-daemon against the real nix-daemon of Nix 2.34, in the same run,
+# each in its own private mount namespace with a private /nix on disk; the clients are Nix 2.34
+# (from the Debian sid chroot, NIX_REMOTE=daemon) and pkgchain-loadgen. See bench/README.md.
+#
+#   sudo bench/daemon.sh [--runs 3] [--quick] [options]
+#
+# The machine's /nix is never touched: every daemon sees a bind of a temporary directory under
+# /var/tmp (ext4, not tmpfs) at /nix, inside a mount namespace that ends with it.
+set -euo pipefail
+
+RUNS=3
+TREE_MB=1024
+TREE_FILES=20000
+DRVS=2000
+CLIENTS=16
+REQUESTS=5000
+SECTIONS=instantiate,query,add
+WORK_BASE=/var/tmp
+OUT=
+KEEP=0
+QUICK=0
+ARGS=("$@")
+
+usage() {
+    cat <<'EOF'
+Usage: bench/daemon.sh [options]   (as root)
+
+  --runs N          runs per measurement (default 3; median, min and max are reported)
+  --quick           trial sizes: --tree-mb 64 --tree-files 2000 --drvs 200 --requests 500
+                    --runs 1 (options after --quick override these)
+  --tree-mb N       size of the tree for `nix-store --add` in MiB (default 1024)
+  --tree-files N    regular files in that tree (default 20000)
+  --drvs N          derivations in the nix-instantiate expression (default 2000)
+  --clients N       concurrent QueryPathInfo clients (default 16)
+  --requests N      QueryPathInfo requests per client (default 5000)
+  --sections LIST   comma-separated subset of instantiate,query,add (default all; query
+                    includes the memory measurements and needs the instantiate's paths, which
+                    are made untimed when instantiate is not asked for)
+  --work-dir DIR    parent of the temporary directory (default /var/tmp; must not be tmpfs)
+  --out FILE        results file (default bench/results/daemon-<date>.md)
+  --keep            keep the temporary directory for inspection
+
+Needs: pkgchain-daemon and pkgchain-loadgen built in release mode
+  cargo build --release -p pkgchain-daemon -p pkgchain-tests-nixpkgs --bins
+(found in ${CARGO_TARGET_DIR:-target}/release; override with PKGCHAIN_DAEMON and LOADGEN), and
+the Debian sid chroot with Nix 2.34 at /var/cache/pkgchain/sid-chroot (override with SID_CHROOT).
+EOF
+}
+
+die() {
+    echo "daemon.sh: $*" >&2
+    exit 1
+}
+
+while [ $# -gt 0 ]; do
+    case $1 in
+    --runs) RUNS=${2:?}; shift 2 ;;
+    --quick) QUICK=1; TREE_MB=64; TREE_FILES=2000; DRVS=200; REQUESTS=500; RUNS=1; shift ;;
+    --tree-mb) TREE_MB=${2:?}; shift 2 ;;
+    --tree-files) TREE_FILES=${2:?}; shift 2 ;;
+    --drvs) DRVS=${2:?}; shift 2 ;;
+    --clients) CLIENTS=${2:?}; shift 2 ;;
+    --requests) REQUESTS=${2:?}; shift 2 ;;
+    --sections) SECTIONS=${2:?}; shift 2 ;;
+    --work-dir) WORK_BASE=${2:?}; shift 2 ;;
+    --out) OUT=${2:?}; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument '$1'" ;;
+    esac
+done
+for v in RUNS TREE_MB DRVS CLIENTS REQUESTS; do
+    [[ ${!v} =~ ^[0-9]+$ && ${!v} -ge 1 ]] || die "--${v,,} wants a positive integer"
+done
+[[ $TREE_FILES =~ ^[0-9]+$ && $TREE_FILES -ge 10 ]] || die "--tree-files wants an integer >= 10"
+for s in ${SECTIONS//,/ }; do
+    [[ $s == instantiate || $s == query || $s == add ]] || die "unknown section '$s'"
+done
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN_DIR=${CARGO_TARGET_DIR:-$REPO/target}/release
+DAEMON=${PKGCHAIN_DAEMON:-$BIN_DIR/pkgchain-daemon}
+LOADGEN=${LOADGEN:-$BIN_DIR/pkgchain-loadgen}
+CHROOT=${SID_CHROOT:-/var/cache/pkgchain/sid-chroot}
+GEN=$REPO/bench/gen-tree.py
+[ -n "$OUT" ] || OUT=$REPO/bench/results/daemon-$(date +%Y-%m-%d).md
+
+# ---- refuse to run without what it needs ------------------------------------------------------
+[ "$(id -u)" = 0 ] || die "must run as root (mount namespaces, chroot, FUSE, drop_caches)"
+[ -x "$DAEMON" ] || die "$DAEMON is missing: cargo build --release -p pkgchain-daemon"
+[ -x "$LOADGEN" ] || die "$LOADGEN is missing: cargo build --release -p pkgchain-tests-nixpkgs --bins"
+[ -x "$CHROOT/usr/bin/nix-daemon" ] || die "no Nix 2.34 chroot at $CHROOT; create it with:
+    debootstrap --variant=minbase --include=nix-bin,libdbi-perl sid $CHROOT"
+for tool in python3 unshare chroot findmnt mountpoint timeout top flock; do
+    command -v "$tool" > /dev/null || die "'$tool' is missing"
+done
+[ -e /dev/fuse ] || die "/dev/fuse is missing (our daemon serves its store as a FUSE view)"
+[ -d /nix ] || die "/nix does not exist: it is needed as a mount point (it is never written to)"
+[ -w /proc/sys/vm/drop_caches ] || die "cannot write /proc/sys/vm/drop_caches"
+[ -d "$WORK_BASE" ] || die "work dir parent $WORK_BASE does not exist"
+[ "$(stat -f -c %T "$WORK_BASE")" != tmpfs ] ||
+    die "$WORK_BASE is tmpfs: use a directory on a real disk (--work-dir)"
+
+# ---- into a private mount namespace -----------------------------------------------------------
+if [ "${PKGCHAIN_BENCH_IN_NS:-}" != 1 ]; then
+    export PKGCHAIN_BENCH_IN_NS=1
+    exec unshare --mount --propagation private -- bash "${BASH_SOURCE[0]}" "${ARGS[@]}"
+fi
+[ "$(readlink /proc/self/ns/mnt)" != "$(readlink /proc/1/ns/mnt)" ] ||
+    die "not in a private mount namespace (refusing to mount anything)"
+
+LOCK=/run/lock/pkgchain-daemon-bench.lock
+exec 9> "$LOCK"
+flock -n 9 || die "another daemon benchmark is running (lock $LOCK)"
+
+has_section() { [[ ,$SECTIONS, == *,$1,* ]]; }
+
+WORK=$(mktemp -d "$WORK_BASE/pkgchain-daemon-bench.XXXXXX")
+TREES=$WORK/trees # the tree and the expression, bound at $CHROOT/mnt
+RAW=$WORK/raw.tsv # section impl value
+FACTS=$WORK/facts.txt
+TOP_PID=
+mkdir -p "$TREES" "$WORK/bin" "$WORK/nix"
+# Private copies: other people's cargo builds must not swap the binaries during the run.
+cp "$DAEMON" "$WORK/bin/pkgchain-daemon"
+cp "$LOADGEN" "$WORK/bin/pkgchain-loadgen"
+DAEMON_SRC=$DAEMON
+DAEMON=$WORK/bin/pkgchain-daemon
+LOADGEN=$WORK/bin/pkgchain-loadgen
+: > "$RAW"
+: > "$FACTS"
+
+cleanup() {
+    local rc=$?
+    set +e
+    [ -z "$TOP_PID" ] || kill "$TOP_PID" 2> /dev/null
+    umount -l "$CHROOT/mnt" 2> /dev/null
+    umount -l "$CHROOT/dev" 2> /dev/null
+    umount -l "$CHROOT/proc" 2> /dev/null
+    if [ "$KEEP" = 1 ]; then
+        echo "kept $WORK" >&2
+    elif findmnt -rn -o TARGET | grep -q "^$WORK"; then
+        echo "daemon.sh: something is still mounted under $WORK; not deleting it" >&2
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+row() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$RAW"; }
+now_ns() { date +%s%N; }
+secs_since() { awk -v a="$1" -v b="$(now_ns)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
+json_field() { python3 -c 'import json, sys; v = json.load(open(sys.argv[1]))
+for k in sys.argv[2].split("."): v = v[k]
+print(v)' "$1" "$2"; }
+
+NIX_CONF=$'build-users-group =\nsandbox = false\nsubstituters =\nrequire-sigs = false\nfsync-metadata = true'
+# A Nix 2.34 client of the daemon serving this namespace's /nix (an hour at most: a stuck
+# daemon must not hang the benchmark).
+nix34() {
+    timeout 3600 env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 NIX_REMOTE=daemon \
+        XDG_CACHE_HOME=/nix/client-cache "NIX_CONFIG=$NIX_CONF" chroot "$CHROOT" "$@"
+}
+
+# The sum of VmRSS (statm) and of Pss (smaps_rollup), in KiB, over a process and all its
+# descendants, every INTERVAL seconds until SIGTERM; then prints "peak_rss peak_pss max_procs
+# samples"; creates the file READY (third argument) once it handles SIGTERM. nix-daemon forks
+# one process per connection: summing over the tree counts them all.
+RSS_SAMPLER='
+import os, signal, sys, time
+root, interval = int(sys.argv[1]), float(sys.argv[2])
+page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
+stop = False
+def on_term(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, on_term)
+def tree():
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                s = f.read()
+            ppid = int(s[s.rfind(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(d))
+    todo, seen = [root], []
+    while todo:
+        p = todo.pop()
+        seen.append(p)
+        todo.extend(children.get(p, []))
+    return seen
+def sample():
+    rss = pss = n = 0
+    for p in tree():
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                rss += int(f.read().split()[1]) * page_kb
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+                        break
+            n += 1
+        except (OSError, ValueError, IndexError):
+            pass
+    return rss, pss, n
+if len(sys.argv) > 3 and sys.argv[3] == "once":
+    print(*sample())
+    sys.exit(0)
+peak = [0, 0, 0]
+samples = 0
+if len(sys.argv) > 3:
+    open(sys.argv[3], "w").close()  # ready: SIGTERM is handled from here on
+while not stop:
+    for i, v in enumerate(sample()):
+        peak[i] = max(peak[i], v)
+    samples += 1
+    time.sleep(interval)
+print(*peak, samples)
+'
+
+# ---- sessions: one daemon in its own mount namespace --------------------------------------------
+# session IMPL NIXDIR FUNCTION [ARGS...]: runs FUNCTION in a new private mount namespace where
+# NIXDIR is bound at /nix (and at the chroot's /nix) and IMPL's daemon (ours or nix) serves
+# /nix/var/nix/daemon-socket/socket; the daemon is stopped when FUNCTION returns.
+session() {
+    unshare --mount --propagation private -- bash -c 'set -euo pipefail; in_session "$@"' session "$@"
+}
+in_session() {
+    IMPL=$1
+    local nixdir=$2
+    shift 2
+    mount --bind "$nixdir" /nix
+    mkdir -p /nix/store /nix/var/nix /nix/ipfs /nix/client-cache
+    mount --rbind /nix "$CHROOT/nix"
+    case $IMPL in
+    ours)
+        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin PKGCHAIN_IPFS_DIR=/nix/ipfs \
+            "$DAEMON" --view fuse > /nix/daemon.log 2>&1 &
+        ;;
+    nix)
+        # Not NIX_REMOTE=daemon: the daemon would connect to its own socket.
+        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "NIX_CONFIG=$NIX_CONF" \
+            chroot "$CHROOT" /usr/bin/nix-daemon > /nix/daemon.log 2>&1 &
+        ;;
+    esac
+    DPID=$!
+    trap stop_daemon EXIT
+    local i
+    for ((i = 0; i < 300; i++)); do
+        [ -S /nix/var/nix/daemon-socket/socket ] && break
+        kill -0 "$DPID" 2> /dev/null || { cat /nix/daemon.log >&2; die "the $IMPL daemon exited"; }
+        sleep 0.1
+    done
+    [ -S /nix/var/nix/daemon-socket/socket ] || { cat /nix/daemon.log >&2; die "no socket from the $IMPL daemon"; }
+    if [ "$IMPL" = ours ]; then
+        # Our daemon mounts its FUSE view on /nix/store: show it in the chroot too.
+        for ((i = 0; i < 300; i++)); do
+            grep -q ' /nix/store fuse' /proc/mounts && break
+            sleep 0.1
+        done
+        grep -q ' /nix/store fuse' /proc/mounts || die "our daemon's FUSE view is not mounted"
+        mount --bind /nix/store "$CHROOT/nix/store"
+    fi
+    "$@"
+}
+stop_daemon() {
+    local rc=$?
+    set +e
+    # The chroot's bind of the FUSE view goes first: a FUSE session ends with its last mount.
+    [ "$IMPL" = ours ] && umount -l "$CHROOT/nix/store" 2> /dev/null
+    kill -TERM "$DPID" 2> /dev/null
+    wait "$DPID" 2> /dev/null
+    exit "$rc"
+}
+# Waits (at most 30 s) until the daemon has no connections left: nix-daemon no per-connection
+# child processes, ours no more sockets than IDLE_SOCKETS (its children are fusermount3).
+settle() {
+    local i
+    for ((i = 0; i < 300; i++)); do
+        case $IMPL in
+        nix) [ -z "$(pgrep -P "$DPID")" ] && return 0 ;;
+        ours) [ "$(find "/proc/$DPID/fd" -lname 'socket:*' 2> /dev/null | wc -l)" -le "$IDLE_SOCKETS" ] && return 0 ;;
+        esac
+        sleep 0.1
+    done
+    log "   warning: the $IMPL daemon still had connections 30 s after its clients exited"
+}
+rss_once() { python3 -c "$RSS_SAMPLER" "$DPID" 0 once; }
+
+# ---- what each session measures -----------------------------------------------------------------
+# instantiate_and_query RUN: nix-instantiate twice (timed if asked), then the QueryPathInfo load
+# with memory sampling.
+instantiate_and_query() {
+    local r=$1 t drv i
+    fact "load_run${r}_${IMPL}_instantiate" "$(load)"
+    IDLE_SOCKETS=$(find "/proc/$DPID/fd" -lname 'socket:*' | wc -l)
+    read -r rss pss _ < <(rss_once)
+    row rss-idle-start "$IMPL" "$rss"
+    row pss-idle-start "$IMPL" "$pss"
+    t=$(now_ns)
+    drv=$(nix34 nix-instantiate /mnt/drvs.nix 2> /nix/instantiate.log) ||
+        { cat /nix/instantiate.log >&2; die "nix-instantiate ($IMPL) failed"; }
+    local w1
+    w1=$(secs_since "$t")
+    t=$(now_ns)
+    drv2=$(nix34 nix-instantiate /mnt/drvs.nix 2>> /nix/instantiate.log) ||
+        { cat /nix/instantiate.log >&2; die "nix-instantiate ($IMPL, second run) failed"; }
+    local w2
+    w2=$(secs_since "$t")
+    [ "$drv" = "$drv2" ] || fact fail "$IMPL: the two nix-instantiate runs gave $drv and $drv2"
+    if has_section instantiate; then
+        row instantiate-empty "$IMPL" "$w1"
+        row instantiate-again "$IMPL" "$w2"
+    fi
+    log "   run $r $IMPL: nix-instantiate ${w1}s on the empty store, ${w2}s again -> $drv"
+    fact "drv_$IMPL" "$drv"
+    nix34 nix-store -q --requisites "$drv" > /nix/paths.txt
+    fact "drv_closure_$IMPL" "$(wc -l < /nix/paths.txt) paths"
+    has_section query || return 0
+
+    fact "load_run${r}_${IMPL}_query" "$(load)"
+    settle
+    read -r rss pss _ < <(rss_once)
+    row rss-idle "$IMPL" "$rss"
+    row pss-idle "$IMPL" "$pss"
+    rm -f /nix/sampler.ready
+    python3 -c "$RSS_SAMPLER" "$DPID" 0.05 /nix/sampler.ready > /nix/sampler.out 2> /nix/sampler.err &
+    local sampler=$!
+    for ((i = 0; i < 300; i++)); do
+        [ -e /nix/sampler.ready ] && break
+        sleep 0.1
+    done
+    if ! timeout 3600 "$LOADGEN" query-path-info --clients "$CLIENTS" --requests "$REQUESTS" \
+        --paths /nix/paths.txt > /nix/qpi.json 2> /nix/qpi.err; then
+        fact fail "query-path-info against $IMPL failed: $(head -c 600 /nix/qpi.json /nix/qpi.err | tr '\n' ' ')"
+    fi
+    kill -TERM "$sampler"
+    wait "$sampler" || true
+    local rps p50 p99
+    rps=$(json_field /nix/qpi.json requests_per_second)
+    p50=$(json_field /nix/qpi.json latency_us.p50)
+    p99=$(json_field /nix/qpi.json latency_us.p99)
+    row query-rps "$IMPL" "$rps"
+    row query-p50-us "$IMPL" "$p50"
+    row query-p99-us "$IMPL" "$p99"
+    fact "protocol_$IMPL" "$(json_field /nix/qpi.json protocol), daemon says Nix $(json_field /nix/qpi.json daemon_nix_version)"
+    read -r peak_rss peak_pss procs samples < /nix/sampler.out ||
+        die "the memory sampler failed: $(cat /nix/sampler.err)"
+    row rss-peak "$IMPL" "$peak_rss"
+    row pss-peak "$IMPL" "$peak_pss"
+    fact "sampler_run${r}_$IMPL" "$samples samples, up to $procs processes"
+    settle
+    read -r rss pss _ < <(rss_once)
+    row rss-after "$IMPL" "$rss"
+    log "   run $r $IMPL: QueryPathInfo $(printf '%.0f' "$rps") req/s (p50 ${p50} µs, p99 ${p99} µs); RSS idle ${rss} KiB after, peak ${peak_rss} KiB (${procs} processes)"
+}
+
+# add_tree RUN: nix-store --add of the generated tree into the empty store.
+add_tree() {
+    local r=$1 t w s p
+    drop_caches
+    warm "$TREES/tree-a"
+    fact "load_run${r}_${IMPL}_add" "$(load)"
+    t=$(now_ns)
+    p=$(nix34 nix-store --add /mnt/tree-a 2> /nix/add.log) ||
+        { cat /nix/add.log >&2; die "nix-store --add ($IMPL) failed"; }
+    w=$(secs_since "$t")
+    t=$(now_ns)
+    sync
+    s=$(secs_since "$t")
+    row add "$IMPL" "$w"
+    row add+sync "$IMPL" "$(awk -v a="$w" -v b="$s" 'BEGIN { printf "%.3f", a + b }')"
+    fact "add_path_$IMPL" "$p"
+    fact "add_hash_$IMPL" "$(nix34 nix-store -q --hash "$p") $(nix34 nix-store -q --size "$p") bytes"
+    log "   run $r $IMPL: nix-store --add ${w}s (+ sync ${s}s) -> $p"
+}
+
+reset_nix() { # reset_nix IMPL: an empty /nix for IMPL's next session
+    local d=$WORK/nix/$1
+    if [ -d "$d" ] && findmnt -rn -o TARGET | grep -q "^$d"; then
+        die "something is still mounted under $d"
+    fi
+    rm -rf "$d"
+    mkdir -p "$d"
+}
+
+export -f $(compgen -A function)
+export CHROOT DAEMON LOADGEN NIX_CONF RSS_SAMPLER RAW FACTS TREES SECTIONS CLIENTS REQUESTS WORK
+
+# ---- machine and inputs -------------------------------------------------------------------------
+mount --bind /proc "$CHROOT/proc"
+mount --rbind /dev "$CHROOT/dev"
+mount --bind "$TREES" "$CHROOT/mnt"
+v34=$(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "NIX_CONFIG=$NIX_CONF" chroot "$CHROOT" nix-store --version)
+[[ $v34 == *" 2.34."* ]] || die "the chroot's Nix is '$v34', not 2.34.x"
+fact nix34_version "$v34"
+fact pkgchain_commit "$(git -C "$REPO" rev-parse --short HEAD 2> /dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD -- . ':!bench' 2> /dev/null || echo ' (+uncommitted changes)')"
+fact pkgchain_binary "$DAEMON_SRC, modified $(stat -c '%y' "$DAEMON_SRC" | cut -d. -f1), sha256 $(sha256sum "$DAEMON" | cut -c1-16)…"
+fact kernel "$(uname -r)"
+fact cpus "$(nproc)"
+fact mem "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+fact fs "$(findmnt -n -o SOURCE,FSTYPE,OPTIONS --target "$WORK" | cut -c1-100)"
+fact params "--runs $RUNS --tree-mb $TREE_MB --tree-files $TREE_FILES --drvs $DRVS --clients $CLIENTS --requests $REQUESTS --sections $SECTIONS$([ "$QUICK" = 1 ] && echo ' (--quick)')"
+fact drvs "$DRVS"
+fact clients "$CLIENTS"
+fact requests "$REQUESTS"
+fact tree_mb "$TREE_MB"
+fact load_start "$(load)"
+CPU_START=$(cpu_ticks)
+top -b -d 5 -w 250 > "$WORK/top.log" 2> /dev/null &
+TOP_PID=$!
+fact others_start "$(busy)"
+if pgrep -x rustc > /dev/null || pgrep -f 'cargo fuzz|fuzz/target' > /dev/null; then
+    log "WARNING: compilers or fuzzers are running: timings will be noisy"
+    fact warning "compilers or fuzzers were running when the benchmark started"
+fi
+
+# The expression: DRVS derivations in layers of 50, each depending on up to three of the
+# previous layer, plus one on top depending on all of them (DRVS + 1 .drv files).
+cat > "$TREES/drvs.nix" << EOF
+let
+  n = $DRVS;
+  width = 50;
+  mk = i: deps: derivation {
+    name = "bench-node-\${toString i}";
+    system = "x86_64-linux";
+    builder = "/bin/sh";
+    args = [ "-c" "echo \${toString i} > \$out" ];
+    inherit deps;
+  };
+  mod = a: b: a - (a / b) * b;
+  dep = i: k: let layer = i / width; prev = (layer - 1) * width + mod (i * 7 + k * 13) width; in
+    if layer == 0 then [ ] else [ (builtins.elemAt nodes prev) ];
+  nodes = builtins.genList (i: mk i (dep i 0 ++ dep i 1 ++ dep i 2)) n;
+in mk "top" nodes
+EOF
+fact expression "$DRVS derivations in layers of 50, each depending on 3 of the previous layer, and one depending on all"
+
+if has_section add; then
+    need=$((TREE_MB * 6 * 1048576))
+    avail=$(($(df --output=avail -B1 "$WORK" | tail -n1)))
+    [ "$avail" -gt "$need" ] || die "need about $((need >> 30)) GiB free under $WORK_BASE, have $((avail >> 30)) GiB"
+    log "generating tree-a ($TREE_MB MiB, $TREE_FILES files)"
+    python3 "$GEN" 1 "$TREE_MB" "$TREE_FILES" "$TREES/tree-a" 2> "$WORK/gen.log"
+    fact tree_a "$(sed 's|^.*tree-a: ||' "$WORK/gen.log")"
+    sync
+fi
+
+# ---- the runs -----------------------------------------------------------------------------------
+for ((r = 1; r <= RUNS; r++)); do
+    for impl in ours nix; do
+        if has_section instantiate || has_section query; then
+            log "run $r/$RUNS, $impl: instantiate and query (fresh store)"
+            reset_nix "$impl"
+            session "$impl" "$WORK/nix/$impl" instantiate_and_query "$r"
+            grep -qiE 'panic|error' "$WORK/nix/$impl/daemon.log" &&
+                fact "daemon_log_$impl" "$(grep -iE 'panic|error' "$WORK/nix/$impl/daemon.log" | sort | uniq -c | head -5 | tr '\n' ' ')"
+        fi
+        if has_section add; then
+            log "run $r/$RUNS, $impl: nix-store --add of tree-a (fresh store)"
+            reset_nix "$impl"
+            session "$impl" "$WORK/nix/$impl" add_tree "$r"
+        fi
+    done
+done
+for k in drv add_path add_hash; do
+    o=$(grep "^${k}_ours" "$FACTS" | cut -f2 | sort -u || true)
+    n=$(grep "^${k}_nix" "$FACTS" | cut -f2 | sort -u || true)
+    [ "$o" = "$n" ] || fact fail "$k differs: ours '$o', nix-daemon '$n'"
+done
+
+fact load_end "$(load)"
+fact cpu_during "$(cpu_use "$CPU_START" "$(cpu_ticks)")"
+kill "$TOP_PID" 2> /dev/null || true
+wait "$TOP_PID" 2> /dev/null || true
+TOP_PID=
+fact others_cpu "$(awk '
+    $1 ~ /^[0-9]+$/ && $9 + 0 > 0 {
+        c = $12
+        if (c ~ /^(pkgchain-daemon|pkgchain-loadgen|pkgchain-loa.*|nix-daemon|nix-store|nix-instantiate|tokio-.*|python3|tar|cat|bash|sh|env|chroot|top|awk|sync|timeout|rm|find|kworker.*|ksoftirqd.*|kswapd.*|jbd2.*|kdamond.*|rcu_.*|migration.*)$/) next
+        s[c] += $9 * 5 / 100
+    }
+    END { for (c in s) if (s[c] >= 1) printf "%s %.0f s; ", c, s[c] }' "$WORK/top.log")"
+fact others_end "$(busy)"
+
+# ---- summary ------------------------------------------------------------------------------------
+mkdir -p "$(dirname "$OUT")"
+python3 "$REPO/bench/summarise-daemon.py" "$RAW" "$FACTS" > "$WORK/summary.md"
+cp "$WORK/summary.md" "$OUT"
+cat "$WORK/summary.md"
+log "results written to $OUT"

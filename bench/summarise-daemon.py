@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Turns daemon.sh's raw rows and facts into the Markdown results page (on stdout).
+
+    summarise-daemon.py RAW.tsv FACTS.txt
+
+RAW rows: measurement, implementation (ours or nix), value (tab-separated).
+FACTS rows: key, value (tab-separated).
+"""
+
+import datetime
+import statistics
+import sys
+from collections import defaultdict
+
+raw_file, facts_file = sys.argv[1:3]
+rows = defaultdict(list)  # (measurement, impl) -> [value]
+order = []
+for line in open(raw_file):
+    what, impl, value = line.rstrip("\n").split("\t")
+    if (what, impl) not in rows:
+        order.append((what, impl))
+    rows[(what, impl)].append(float(value))
+facts = {}
+for line in open(facts_file):
+    k, _, v = line.rstrip("\n").partition("\t")
+    facts[k] = facts[k] + " | " + v if k in facts and k in ("fail", "warning") else v
+
+
+def stat(what, impl):
+    v = rows.get((what, impl), [])
+    if not v:
+        return None
+    return statistics.median(v), min(v), max(v), len(v)
+
+
+def fmt(s, unit, digits):
+    if s is None:
+        return "–"
+    med, lo, hi, n = s
+    if n == 1:
+        return f"{med:,.{digits}f} {unit}"
+    return f"{med:,.{digits}f} {unit} ({lo:,.{digits}f}–{hi:,.{digits}f})"
+
+
+drvs = int(facts.get("drvs", "0"))
+clients = int(facts.get("clients", "0"))
+requests = int(facts.get("requests", "0"))
+tree_mb = int(facts.get("tree_mb", "0"))
+
+out = []
+p = out.append
+p(f"# Daemon benchmark: pkgchain-daemon vs nix-daemon 2.34, {datetime.date.today().isoformat()}")
+p("")
+p("Produced by `bench/daemon.sh` (see `bench/README.md`). Values are medians of the runs with")
+p("(min–max) in brackets; ratios are pkgchain's median over nix-daemon's median in the same run.")
+p("Both daemons ran in their own mount namespace with a private `/nix` on the same disk; the")
+p("clients were Nix 2.34 (`NIX_REMOTE=daemon`) and `pkgchain-loadgen`.")
+p("")
+p("| | |")
+p("|---|---|")
+for k, label in [
+    ("params", "parameters"),
+    ("pkgchain_commit", "pkgchain commit"),
+    ("pkgchain_binary", "pkgchain-daemon binary"),
+    ("nix34_version", "Nix (chroot: nix-daemon and clients)"),
+    ("protocol_ours", "protocol negotiated by pkgchain-loadgen with pkgchain-daemon"),
+    ("protocol_nix", "protocol negotiated by pkgchain-loadgen with nix-daemon"),
+    ("kernel", "kernel"),
+    ("cpus", "CPUs"),
+    ("mem", "memory"),
+    ("fs", "file system of the stores"),
+    ("expression", "nix-instantiate expression"),
+    ("tree_a", "tree for `nix-store --add`"),
+    ("load_start", "load average at start"),
+    ("others_start", "other processes ≥5% CPU at start"),
+    ("load_end", "load average at end"),
+    ("cpu_during", "whole machine's CPU use during the run (this benchmark included)"),
+    ("others_cpu", "CPU seconds used by other commands during the run (top, 5 s samples)"),
+    ("others_end", "other processes ≥5% CPU at end"),
+]:
+    if k in facts:
+        p(f"| {label} | {facts[k].strip() or 'none'} |")
+loads = [f"{k[5:]} {facts[k]}" for k in facts if k.startswith("load_run")]
+if loads:
+    p(f"| load average at each step's start | {'; '.join(loads)} |")
+p("")
+for k in ("fail", "warning"):
+    if k in facts:
+        p(f"**{k.upper()}**: {facts[k]}")
+        p("")
+
+p("## Summary")
+p("")
+p("| # | measurement | pkgchain-daemon | nix-daemon 2.34 | ratio | goal | |")
+p("|---|---|---|---|---|---|---|")
+
+
+def line(num, what, key, unit, digits, goal=None, higher_is_better=False, scale=1.0):
+    o, n = stat(key, "ours"), stat(key, "nix")
+    if o is None and n is None:
+        return
+    sc = lambda s: None if s is None else (s[0] * scale, s[1] * scale, s[2] * scale, s[3])
+    ratio = o[0] / n[0] if o and n and n[0] else None
+    r = "–" if ratio is None else f"{ratio:.2f}x"
+    if goal is None or ratio is None:
+        goal_txt, check = ("" if goal is None else f"{'≥' if higher_is_better else '≤'}{goal}x"), ""
+    else:
+        ok = ratio >= goal if higher_is_better else ratio <= goal
+        goal_txt = f"{'≥' if higher_is_better else '≤'}{goal}x"
+        check = "met" if ok else "**missed**"
+    p(f"| {num} | {what} | {fmt(sc(o), unit, digits)} | {fmt(sc(n), unit, digits)} | {r} | {goal_txt} | {check} |")
+
+
+line("a", f"`nix-instantiate`, {drvs:,} derivations, empty store, wall", "instantiate-empty", "s", 2, 0.8)
+line("a", "`nix-instantiate` again (every .drv already valid), wall", "instantiate-again", "s", 2)
+line("b", f"QueryPathInfo, {clients} clients × {requests:,}, throughput", "query-rps", "req/s", 0, 3.0, True)
+line("b", "QueryPathInfo latency, median", "query-p50-us", "µs", 0)
+line("b", "QueryPathInfo latency, 99th percentile", "query-p99-us", "µs", 0)
+line("c", f"`nix-store --add` of a {tree_mb} MiB tree, wall", "add", "s", 2, 1.0)
+line("c", "`nix-store --add`, wall + the `sync` after it", "add+sync", "s", 2)
+line("d", "RSS idle, fresh daemon", "rss-idle-start", "MiB", 1, 1.0, scale=1 / 1024)
+line("d", f"RSS idle, after the instantiate ({drvs + 1:,} paths)", "rss-idle", "MiB", 1, 1.0, scale=1 / 1024)
+line("d", f"RSS peak under the {clients}-client load (sum over processes)", "rss-peak", "MiB", 1, 1.0, scale=1 / 1024)
+line("d", "PSS peak under the same load (sum over processes)", "pss-peak", "MiB", 1, scale=1 / 1024)
+line("d", "RSS idle after the load (clients gone)", "rss-after", "MiB", 1, scale=1 / 1024)
+p("")
+p("- (a) runs on an empty store: the first run adds the .drv files (the daemon answers the")
+p("  client's `AddToStore`/`AddTextToStore` and `IsValidPath` calls), the second finds them valid.")
+p("- (b) `pkgchain-loadgen query-path-info`: the connections are opened first, then each sends")
+p("  its requests one after the other over the instantiated closure's paths; throughput is all")
+p("  requests over the wall time of that phase. nix-daemon serves each connection in a forked")
+p("  process; ours in one process.")
+p("- (c) on an empty store, the tree warm in the page cache (caches dropped, then the tree read")
+p("  once). Our daemon `syncfs`es before registering a path; nix-daemon leaves its store files to")
+p("  writeback by default (`fsync-store-paths = false`), hence the row with the `sync` after it.")
+p("- (d) memory: RSS summed over each daemon's process tree: ours and its two `fusermount3`")
+p("  children; nix-daemon's main process and its per-connection children, which share pages after")
+p("  `fork`, so their RSS sum counts shared pages once per process (the PSS row divides them")
+p("  fairly). The peak is sampled every 50 ms during (b).")
+p("")
+p("## Checks")
+p("")
+for k, label in [
+    ("drv_ours", "derivation, pkgchain-daemon"),
+    ("drv_nix", "derivation, nix-daemon"),
+    ("drv_closure_ours", "closure of the derivation, pkgchain-daemon"),
+    ("drv_closure_nix", "closure of the derivation, nix-daemon"),
+    ("add_path_ours", "added tree, pkgchain-daemon"),
+    ("add_path_nix", "added tree, nix-daemon"),
+    ("add_hash_ours", "its NAR hash and size, pkgchain-daemon"),
+    ("add_hash_nix", "its NAR hash and size, nix-daemon"),
+]:
+    if k in facts:
+        p(f"- {label}: `{facts[k]}`")
+for k in sorted(facts):
+    if k.startswith("sampler_run") or k.startswith("daemon_log_"):
+        p(f"- {k}: {facts[k]}")
+p("")
+p("## All runs")
+p("")
+p("| measurement | impl | values in run order |")
+p("|---|---|---|")
+for key in order:
+    p(f"| {key[0]} | {key[1]} | {', '.join(f'{v:g}' for v in rows[key])} |")
+print("\n".join(out))
