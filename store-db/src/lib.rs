@@ -354,10 +354,14 @@ impl StoreDb {
         .transpose()
     }
 
-    /// Everything known about a valid path.
+    /// Everything known about a valid path, in one query (the references come concatenated,
+    /// separated by spaces, which no store path contains): `QueryPathInfo` is the operation
+    /// clients send most, and each query is a round trip to a database thread.
     pub async fn path_info(&self, path: &StorePath) -> Result<Option<PathInfo>, DbError> {
         let Some(row) = sqlx::query(
-            "SELECT id, nar_hash, nar_size, root_cid, deriver, registration_time, ultimate, sigs, ca
+            "SELECT id, nar_hash, nar_size, root_cid, deriver, registration_time, ultimate, sigs, ca,
+                    (SELECT group_concat(v.path, ' ') FROM Refs r JOIN ValidPaths v
+                       ON v.id = r.reference WHERE r.referrer = ValidPaths.id)
              FROM ValidPaths WHERE path = ?",
         )
         .bind(path.base_name())
@@ -366,7 +370,6 @@ impl StoreDb {
         else {
             return Ok(None);
         };
-        let id: i64 = row.try_get(0)?;
         let corrupt = |what: &'static str, detail: String| DbError::Corrupt {
             what,
             path: path.to_string(),
@@ -383,18 +386,14 @@ impl StoreDb {
             .transpose()
             .map_err(|e| corrupt("deriver", e.to_string()))?;
         let sigs: String = row.try_get(7)?;
-        let references = sqlx::query(
-            "SELECT v.path FROM Refs r JOIN ValidPaths v ON v.id = r.reference WHERE r.referrer = ?",
-        )
-        .bind(id)
-        .fetch_all(&self.readers)
-        .await?
-        .into_iter()
-        .map(|r| {
-            let p: String = r.try_get(0)?;
-            parse_stored_path(&p).map_err(|e| corrupt("reference", e))
-        })
-        .collect::<Result<BTreeSet<_>, DbError>>()?;
+        let references: Option<String> = row.try_get(9)?;
+        let references = references
+            .as_deref()
+            .unwrap_or("")
+            .split(' ')
+            .filter(|p| !p.is_empty())
+            .map(|p| parse_stored_path(p).map_err(|e| corrupt("reference", e)))
+            .collect::<Result<BTreeSet<_>, DbError>>()?;
         Ok(Some(PathInfo {
             path: path.clone(),
             nar_hash,
