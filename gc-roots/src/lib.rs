@@ -2,9 +2,10 @@
 //! (`/nix/var/nix`), so the roots Nix clients create (`result` links, profiles, `nix-env`
 //! generations) are the roots our collector honours:
 //!
-//! * `gcroots/` (searched recursively, symlinks to directories followed once, e.g.
-//!   `gcroots/profiles → ../profiles`), with `gcroots/auto/<nix32(sha1(link))>` for indirect
-//!   roots (a link outside the state directory, such as `./result`, that points into the store);
+//! * `gcroots/` (searched recursively; as in Nix, a symlink to a directory is not followed,
+//!   which is why `profiles/` is searched on its own), with `gcroots/auto/<nix32(sha1(link))>`
+//!   for indirect roots (a link outside the state directory, such as `./result`, that points
+//!   into the store);
 //! * `profiles/`, with `per-user/<user>` for clients from Nix 2.3 to 2.13;
 //! * `temproots/<pid>-<n>`: one file per daemon connection, NUL-terminated store paths, held
 //!   under a write `flock` while the connection lives; `gc.lock` taken shared while appending,
@@ -76,6 +77,22 @@ impl RootsLayout {
     /// `gc.lock`: held exclusively by a running collector, shared by writers of temp roots.
     pub fn gc_lock(&self) -> PathBuf {
         self.state_dir.join("gc.lock")
+    }
+
+    /// Opens (creating it if needed) `gc.lock`, unlocked.
+    pub fn open_gc_lock(&self) -> Result<std::fs::File, RootsError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.gc_lock();
+        std::fs::create_dir_all(&self.state_dir)
+            .map_err(|e| io_error("creating directory", &self.state_dir, e))?;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io_error("opening", &path, e))
     }
 
     /// `gc-socket/socket`: where a running collector hears of new temp roots.

@@ -33,6 +33,8 @@ pub struct TempRootsFile {
     layout: RootsLayout,
     path: PathBuf,
     file: File,
+    /// `gc.lock`, opened once; locked shared around each append.
+    gc_lock: File,
     /// The connection to a running collector, kept for the next root.
     collector: Option<UnixStream>,
 }
@@ -42,6 +44,7 @@ impl TempRootsFile {
     pub fn create(layout: &RootsLayout, name: &str) -> Result<TempRootsFile, RootsError> {
         let dir = layout.temproots_dir();
         fs::create_dir_all(&dir).map_err(|e| io_error("creating directory", &dir, e))?;
+        let gc_lock = layout.open_gc_lock()?;
         let path = dir.join(name);
         loop {
             match fs::remove_file(&path) {
@@ -71,6 +74,7 @@ impl TempRootsFile {
                     layout: layout.clone(),
                     path,
                     file,
+                    gc_lock,
                     collector: None,
                 });
             }
@@ -85,18 +89,9 @@ impl TempRootsFile {
     /// Records `path` as a temporary root; a collector running now is told first.
     pub fn add(&mut self, path: &StorePath) -> Result<(), RootsError> {
         let text = self.layout.store_dir.display(path);
-        let lock_path = self.layout.gc_lock();
-        let gc_lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|e| io_error("opening", &lock_path, e))?;
         let mut attempts = 0;
         loop {
-            match flock(&gc_lock, FlockOperation::NonBlockingLockShared) {
+            match flock(&self.gc_lock, FlockOperation::NonBlockingLockShared) {
                 Ok(()) => break,
                 Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
                     // A collector is running: it must hear of the root before we go on.
@@ -111,13 +106,14 @@ impl TempRootsFile {
                         Err(e) => return Err(e),
                     }
                 }
-                Err(e) => return Err(io_error("locking", &lock_path, e.into())),
+                Err(e) => return Err(io_error("locking", &self.layout.gc_lock(), e.into())),
             }
         }
         let mut record = text.into_bytes();
         record.push(0);
         let written = self.file.write_all(&record);
-        drop(gc_lock);
+        // Unlocking cannot fail on a valid descriptor; a collector waits on it otherwise.
+        let _ = flock(&self.gc_lock, FlockOperation::Unlock);
         written.map_err(|e| io_error("writing temp root to", &self.path, e))
     }
 

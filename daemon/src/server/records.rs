@@ -98,19 +98,11 @@ impl Conn {
     /// `SyncWithGC`: waits until a running collector is done (takes `gc.lock` shared, then
     /// lets it go).
     pub(super) async fn sync_with_gc(&self) -> Result<(), OpError> {
-        let lock = self.state.roots.gc_lock();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            if let Some(dir) = lock.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&lock)?;
-            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)?;
-            Ok(())
+        let layout = self.state.roots.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let file = layout.open_gc_lock().map_err(|e| e.to_string())?;
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::LockShared)
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(blocking_failed)?
@@ -122,17 +114,12 @@ impl Conn {
     /// trusted clients may (the protocol reference's recommendation). Like Nix, it needs
     /// the `ca-derivations` experimental feature in the daemon's configuration.
     pub(super) async fn register_drv_output(&self, req: RegisterDrvOutput) -> Result<(), OpError> {
+        // `extra-experimental-features` lines are already merged in (see `NixConfig`).
         if !self
             .state
             .config
             .list("experimental-features", &[])
             .iter()
-            .chain(
-                self.state
-                    .config
-                    .list("extra-experimental-features", &[])
-                    .iter(),
-            )
             .any(|f| f == "ca-derivations")
         {
             return Err(failed(
@@ -249,39 +236,40 @@ impl Conn {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
         let t = target.clone();
         let writer = tokio::task::spawn_blocking(move || write_log(&dir, &t, &mut rx));
-        let mut total: u64 = 0;
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut send_error = None;
-        loop {
-            let n = data
-                .read(&mut buf)
-                .await
-                .map_err(|e| failed(format!("reading the build log: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-            if total > MAX_BUILD_LOG {
-                send_error = Some(format!(
-                    "build log of '{}' is larger than {MAX_BUILD_LOG} bytes",
-                    state.store.store_dir().display(drv_path)
-                ));
-                break;
-            }
-            if tx.send(buf[..n].to_vec()).await.is_err() {
-                break;
+        let shown = state.store.store_dir().display(drv_path);
+        let read = async {
+            let mut total: u64 = 0;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = data
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| failed(format!("reading the build log: {e}")))?;
+                if n == 0 {
+                    return Ok(());
+                }
+                total += n as u64;
+                if total > MAX_BUILD_LOG {
+                    return Err(failed(format!(
+                        "build log of '{shown}' is larger than {MAX_BUILD_LOG} bytes"
+                    )));
+                }
+                if tx.send(buf[..n].to_vec()).await.is_err() {
+                    // The writer stopped; its error is the one reported.
+                    return Ok(());
+                }
             }
         }
-        if send_error.is_some() {
-            // Dropping the sender without the end marker makes the writer discard its file.
-            drop(tx);
-            let _ = writer.await;
-            return Err(failed(send_error.unwrap_or_default()));
+        .await;
+        // An empty chunk marks the end: only then is the log renamed into place. Without it
+        // (the log was refused or cut off) the writer discards its file.
+        if read.is_ok() {
+            let _ = tx.send(Vec::new()).await;
         }
-        // An empty chunk marks the end: only then is the log renamed into place.
-        let _ = tx.send(Vec::new()).await;
         drop(tx);
-        writer.await.map_err(blocking_failed)?.map_err(|e| {
+        let written = writer.await.map_err(blocking_failed)?;
+        read?;
+        written.map_err(|e| {
             failed(format!(
                 "storing the build log at '{}': {e}",
                 target.display()
