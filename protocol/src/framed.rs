@@ -56,6 +56,9 @@ struct FrameState {
     remaining: u64,
     /// The terminator was read.
     finished: bool,
+    /// A chunk header announced too much: the stream's place is lost for good, and every
+    /// later read fails the same way (never reading the payload as headers).
+    too_long: Option<FrameTooLong>,
     max_frame_len: u64,
 }
 
@@ -64,7 +67,16 @@ impl FrameState {
         FrameState {
             remaining: 0,
             finished: false,
+            too_long: None,
             max_frame_len,
+        }
+    }
+
+    /// The error of a stream that announced a chunk over the limit.
+    fn check(&self) -> io::Result<()> {
+        match self.too_long {
+            Some(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            None => Ok(()),
         }
     }
 
@@ -73,13 +85,11 @@ impl FrameState {
         if len == 0 {
             self.finished = true;
         } else if len > self.max_frame_len {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                FrameTooLong {
-                    len,
-                    limit: self.max_frame_len,
-                },
-            ));
+            self.too_long = Some(FrameTooLong {
+                len,
+                limit: self.max_frame_len,
+            });
+            return self.check();
         } else {
             self.remaining = len;
         }
@@ -127,6 +137,7 @@ impl<R: Read> FramedReader<R> {
 
 impl<R: Read> Read for FramedReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.state.check()?;
         while !self.state.finished && self.state.remaining == 0 {
             let mut header = [0u8; 8];
             self.inner.read_exact(&mut header).map_err(|e| {
@@ -204,6 +215,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for AsyncFramedReader<R> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.state.check()?;
         while !this.state.finished && this.state.remaining == 0 {
             while this.header_filled < 8 {
                 let mut hb = ReadBuf::new(&mut this.header[this.header_filled..]);
@@ -342,6 +354,32 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, b"hello world");
+    }
+
+    /// After a chunk over the limit the stream's place is lost: later reads and a drain fail
+    /// the same way instead of reading the payload as chunk headers (a zero word there would
+    /// pass for the terminator).
+    #[tokio::test]
+    async fn a_chunk_over_the_limit_poisons_the_stream() {
+        let mut bytes = WireWriter::new();
+        bytes.put_u64(100);
+        let mut data = bytes.into_inner();
+        data.extend_from_slice(&[0u8; 8]);
+        data.extend_from_slice(b"NEXTREQ!");
+        let mut r = AsyncFramedReader::new(&data[..], 16);
+        let mut buf = [0u8; 8];
+        assert!(r.read(&mut buf).await.is_err());
+        let err = r.drain().await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "framed stream: frame length 100 exceeds limit 16"
+        );
+        assert!(!r.is_finished());
+
+        let mut r = FramedReader::new(&data[..], 16);
+        assert!(r.read(&mut buf).is_err());
+        assert!(r.drain().is_err());
+        assert!(!r.is_finished());
     }
 
     #[test]

@@ -31,6 +31,16 @@ pub enum OutputsSpec {
     Names(BTreeSet<String>),
 }
 
+/// Most output names one derived path may name (a derivation with more outputs than this does
+/// not exist in practice; the bound keeps one string from becoming a million small ones).
+pub const MAX_OUTPUT_NAMES: usize = 1024;
+/// Deepest chain of derivations producing derivations (`drv!out!out...`) accepted.
+pub const MAX_DERIVATION_CHAIN: usize = 16;
+
+fn too_many_names() -> String {
+    format!("a derived path names more than {MAX_OUTPUT_NAMES} outputs")
+}
+
 impl OutputsSpec {
     /// Parses `*` or a comma-separated list of output names.
     pub fn parse(text: &str) -> Result<OutputsSpec, String> {
@@ -38,8 +48,11 @@ impl OutputsSpec {
             return Ok(OutputsSpec::All);
         }
         let mut names = BTreeSet::new();
-        for name in text.split(',') {
+        for (i, name) in text.split(',').enumerate() {
             check_output_name(name)?;
+            if i == MAX_OUTPUT_NAMES {
+                return Err(too_many_names());
+            }
             names.insert(name.to_owned());
         }
         Ok(OutputsSpec::Names(names))
@@ -146,6 +159,11 @@ impl DerivedPath {
         let mut outputs = Vec::new();
         for o in parts {
             check_output_name(o)?;
+            if outputs.len() == MAX_DERIVATION_CHAIN {
+                return Err(format!(
+                    "a derived path chains more than {MAX_DERIVATION_CHAIN} derivations"
+                ));
+            }
             outputs.push(o.to_owned());
         }
         Ok(DerivedPath::Built {
@@ -163,8 +181,11 @@ impl DerivedPath {
         };
         let path = store_dir.parse(path).map_err(|e| e.to_string())?;
         let mut names = BTreeSet::new();
-        for name in outputs.split(',').filter(|n| !n.is_empty()) {
+        for (i, name) in outputs.split(',').filter(|n| !n.is_empty()).enumerate() {
             check_output_name(name)?;
+            if i == MAX_OUTPUT_NAMES {
+                return Err(too_many_names());
+            }
             names.insert(name.to_owned());
         }
         Ok(if !names.is_empty() {
@@ -235,5 +256,28 @@ impl Decode for DerivedPath {
                 DerivedPath::parse_pre_1_30(s, &cx.store_dir)
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DRV: &str = "/nix/store/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-foo.drv";
+
+    #[test]
+    fn one_string_cannot_name_unbounded_outputs_or_chains() {
+        let dir = StoreDir::new("/nix/store").expect("store dir");
+        let names = |n: usize| vec!["a"; n].join(",");
+        assert!(DerivedPath::parse(&format!("{DRV}!{}", names(MAX_OUTPUT_NAMES)), &dir).is_ok());
+        let err = DerivedPath::parse(&format!("{DRV}!{}", names(MAX_OUTPUT_NAMES + 1)), &dir);
+        assert_eq!(err, Err(too_many_names()));
+        let err =
+            DerivedPath::parse_pre_1_30(&format!("{DRV}!{}", names(MAX_OUTPUT_NAMES + 1)), &dir);
+        assert_eq!(err, Err(too_many_names()));
+        let chain = |n: usize| format!("{DRV}{}!*", "!out".repeat(n));
+        assert!(DerivedPath::parse(&chain(MAX_DERIVATION_CHAIN), &dir).is_ok());
+        let err = DerivedPath::parse(&chain(MAX_DERIVATION_CHAIN + 1), &dir).expect_err("too deep");
+        assert!(err.contains("chains more than 16 derivations"), "{err}");
     }
 }
