@@ -102,7 +102,10 @@ pub fn materialise_path(
         Mode::empty(),
     )
     .map_err(|e| io("opening", store_dir, e))?;
-    let staging = format!("{STAGING_PREFIX}{}-{base_name}", std::process::id());
+    // Unique per call: two connections of one daemon may materialise the same path at once.
+    static STAGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STAGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = format!("{STAGING_PREFIX}{}-{n}-{base_name}", std::process::id());
     let staging_path = store_dir.join(&staging);
     if staging_path.symlink_metadata().is_ok() {
         remove_tree(&staging_path)?;
@@ -115,8 +118,18 @@ pub fn materialise_path(
         }
         return Err(e);
     }
-    rustix::fs::renameat(&dir_fd, staging.as_str(), &dir_fd, base_name)
-        .map_err(|e| io("renaming into place", &final_path, e))?;
+    match rustix::fs::renameat(&dir_fd, staging.as_str(), &dir_fd, base_name) {
+        Ok(()) => {}
+        // Someone else put the same path in place first (a directory is not replaced): theirs
+        // has the same contents.
+        Err(rustix::io::Errno::NOTEMPTY | rustix::io::Errno::EXIST)
+            if final_path.symlink_metadata().is_ok() =>
+        {
+            remove_tree(&staging_path)?;
+            return Ok(false);
+        }
+        Err(e) => return Err(io("renaming into place", &final_path, e)),
+    }
     debug!("materialised");
     Ok(true)
 }
