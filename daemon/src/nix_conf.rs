@@ -67,6 +67,25 @@ pub struct NixConfig {
     values: BTreeMap<String, String>,
 }
 
+/// Nix's defaults for the settings this daemon reads whose default is not empty (what an
+/// `extra-` line appends to).
+const NIX_DEFAULTS: &[(&str, &str)] = &[
+    ("trusted-users", "root"),
+    ("allowed-users", "*"),
+    ("substituters", "https://cache.nixos.org/"),
+    (
+        "trusted-public-keys",
+        "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=",
+    ),
+    ("require-sigs", "true"),
+];
+
+fn nix_default(name: &str) -> Option<&'static str> {
+    NIX_DEFAULTS
+        .iter()
+        .find_map(|(n, v)| (*n == name).then_some(*v))
+}
+
 impl NixConfig {
     /// Reads the configuration from the files and variables nix-daemon reads, taking variables
     /// from `var` (the process environment in practice).
@@ -92,10 +111,14 @@ impl NixConfig {
         Ok(config)
     }
 
-    /// Sets `name` to `value` (as a later line would), `extra-` names appending.
+    /// Sets `name` to `value` (as a later line would), `extra-` names appending (to Nix's
+    /// default when the setting was not given: `extra-trusted-users = alice` keeps root).
     pub fn set(&mut self, name: &str, value: &str) {
         if let Some(base) = name.strip_prefix("extra-") {
-            let entry = self.values.entry(base.to_owned()).or_default();
+            let entry = self
+                .values
+                .entry(base.to_owned())
+                .or_insert_with(|| nix_default(base).unwrap_or("").to_owned());
             if !entry.is_empty() && !value.is_empty() {
                 entry.push(' ');
             }
@@ -108,6 +131,11 @@ impl NixConfig {
     /// The raw value of `name`, if set anywhere.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)
+    }
+
+    /// The value of `name`, or Nix's default for the settings this daemon reads.
+    pub fn get_or_default(&self, name: &str) -> Option<&str> {
+        self.get(name).or_else(|| nix_default(name))
     }
 
     /// Every setting that was given, by name.
@@ -278,6 +306,21 @@ mod tests {
         .expect("loads");
         assert_eq!(c.list("trusted-users", &[]), ["root", "bob"]);
         assert_eq!(c.list("allowed-users", &["*"]), ["@wheel"]);
+        // An `extra-` line for a setting not given appends to Nix's default.
+        let c =
+            NixConfig::parse("extra-trusted-users = alice\nextra-trusted-public-keys = k:AAAA\n")
+                .expect("parse");
+        assert_eq!(c.list("trusted-users", &["root"]), ["root", "alice"]);
+        assert_eq!(
+            c.get_or_default("trusted-public-keys"),
+            Some("cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY= k:AAAA")
+        );
+        assert_eq!(
+            NixConfig::parse("")
+                .expect("parse")
+                .get_or_default("trusted-public-keys"),
+            Some("cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=")
+        );
 
         std::fs::write(dir.path().join("nix.conf"), "include nix.conf\n").expect("write");
         let err = NixConfig::load(|n| match n {

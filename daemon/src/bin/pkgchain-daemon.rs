@@ -183,10 +183,17 @@ async fn stdio(
             tokio::io::copy(&mut from_daemon, &mut out).await?;
             tokio::io::AsyncWriteExt::flush(&mut out).await
         };
-        // The daemon's end of the conversation decides when it is over.
-        let (_, down) = tokio::join!(upstream, downstream);
-        down.context("relaying the daemon's answers")?;
-        return Ok(ExitCode::SUCCESS);
+        // Either end closing ends the relay, as in nix-daemon. The daemon's end decides the
+        // answer; when the client closes first, the daemon's remaining output is not wanted.
+        tokio::select! {
+            down = downstream => down.context("relaying the daemon's answers")?,
+            up = upstream => {
+                up.context("relaying the client's requests")?;
+            }
+        }
+        // Reading standard input cannot be cancelled (tokio reads it on a blocking thread): end
+        // the process here instead of waiting for a client that may never close it.
+        std::process::exit(0);
     }
     let trust = rules.forced.unwrap_or(Trust::Trusted);
     let store = Store::open(loc.store_config()?)

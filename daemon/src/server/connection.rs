@@ -32,6 +32,9 @@ use crate::auth::{Peer, Trust};
 /// Most bytes the arguments of one request may take (the data that follows is bounded
 /// separately); Nix's largest requests are path lists of a closure.
 const REQUEST_BUDGET: u64 = 256 << 20;
+/// Most bytes a client's side of the handshake may take (its feature names are the only
+/// variable part; Nix sends a handful of short ones).
+const HANDSHAKE_BUDGET: u64 = 64 << 10;
 
 /// What a connection reads from: a socket's reading half, or standard input.
 pub(super) type ClientInput = Box<dyn AsyncRead + Unpin + Send + Sync>;
@@ -187,6 +190,10 @@ impl Conn {
                     // The operation wrote its own answer (NarFromPath).
                     self.writer.flush().await?;
                 }
+                Err(OpError::Abort(message)) => {
+                    warn!(op = name, error = %message, "closing the connection mid-answer");
+                    return Err(ConnError::Protocol(message));
+                }
                 Err(OpError::Fatal(message)) => {
                     self.send_error(&message).await?;
                     return Err(ConnError::Protocol(message));
@@ -200,6 +207,7 @@ impl Conn {
     }
 
     async fn handshake(&mut self) -> Result<(), ConnError> {
+        self.reader.state_mut().set_budget(Some(HANDSHAKE_BUDGET));
         read_client_magic(&mut self.reader).await?;
         self.scratch.clear();
         ServerHello {
@@ -272,13 +280,7 @@ impl Conn {
     ) -> Result<(), ConnError> {
         let applied = settings::apply(requested, self.trust, &self.state.config);
         for w in &applied.warnings {
-            // Daemons before Nix 2.15 (protocol 1.35) only logged ignored settings for
-            // themselves; their clients print nothing.
-            if self.cx.at_least(35) {
-                self.log_line(w).await?;
-            } else {
-                debug!("{w}");
-            }
+            self.log_line(w).await?;
         }
         self.settings = applied.settings;
         Ok(())

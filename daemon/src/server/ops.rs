@@ -53,6 +53,9 @@ pub(super) enum OpError {
     Failed(String),
     /// Report to the client and close the connection (the stream is out of step).
     Fatal(String),
+    /// Close the connection without a word: the answer had already begun (after
+    /// `STDERR_LAST`), so an error message would be read as part of it.
+    Abort(String),
 }
 
 impl From<StoreError> for OpError {
@@ -225,23 +228,24 @@ impl Conn {
                 if self.trust != Trust::Trusted {
                     info.info.ultimate = false;
                 }
-                let check_sigs = (self.trust != Trust::Trusted || !req.dont_check_sigs)
-                    .then(|| self.signature_wording());
+                let check_sigs = self.trust != Trust::Trusted || !req.dont_check_sigs;
                 let state = self.state.clone();
                 let size = info.info.nar_size;
+                // Rooted before it becomes valid, as Nix does, so a collector never sees it
+                // valid and unrooted.
                 let path = info.path.clone();
+                let rooted = self.add_temp_root(&path).await;
                 self.with_payload(payload, Some(size), move |data| {
-                    Box::pin(
-                        async move { add_nar(&state, &info, data, req.repair, check_sigs).await },
-                    )
+                    Box::pin(async move {
+                        rooted.map_err(failed)?;
+                        add_nar(&state, &info, data, req.repair, check_sigs).await
+                    })
                 })
                 .await?;
-                self.add_temp_root(&path).await.map_err(failed)?;
                 Reply::Nothing
             }
             Request::AddMultipleToStore(req) => {
-                let check_sigs = (self.trust != Trust::Trusted || !req.dont_check_sigs)
-                    .then(|| self.signature_wording());
+                let check_sigs = self.trust != Trust::Trusted || !req.dont_check_sigs;
                 for path in self.add_multiple(payload, req.repair, check_sigs).await? {
                     self.add_temp_root(&path).await.map_err(failed)?;
                 }
@@ -360,14 +364,6 @@ impl Conn {
         Ok(())
     }
 
-    fn signature_wording(&self) -> SignatureWording {
-        if self.cx.at_least(35) {
-            SignatureWording::Current
-        } else {
-            SignatureWording::Before2_15
-        }
-    }
-
     fn valid_info(&self, info: &pkgchain_store::PathInfo) -> Result<ValidPathInfo, OpError> {
         info.to_valid_path_info(self.state.store.store_dir())
             .map_err(|e| failed(e.to_string()))
@@ -438,7 +434,7 @@ impl Conn {
         &mut self,
         payload: Payload,
         repair: bool,
-        check_sigs: Option<SignatureWording>,
+        check_sigs: bool,
     ) -> Result<Vec<StorePath>, OpError> {
         let cx = self.cx.clone();
         let state = self.state.clone();
@@ -475,13 +471,13 @@ impl Conn {
             self.writer()
                 .write_all(&chunk)
                 .await
-                .map_err(|e| OpError::Fatal(e.to_string()))?;
+                .map_err(|e| OpError::Abort(e.to_string()))?;
         }
         match dump.await {
             Ok(Ok(_)) => Ok(()),
             // After STDERR_LAST an error cannot be reported: the connection must close.
-            Ok(Err(e)) => Err(OpError::Fatal(e.to_string())),
-            Err(e) => Err(OpError::Fatal(e.to_string())),
+            Ok(Err(e)) => Err(OpError::Abort(e.to_string())),
+            Err(e) => Err(OpError::Abort(e.to_string())),
         }
     }
 
@@ -573,10 +569,10 @@ async fn add_nar(
     info: &ValidPathInfo,
     data: &mut (dyn AsyncRead + Unpin + Send),
     repair: bool,
-    check_sigs: Option<SignatureWording>,
+    check_sigs: bool,
 ) -> Result<(), OpError> {
-    if let Some(wording) = check_sigs {
-        check_signatures(state, info, wording)?;
+    if check_sigs {
+        check_signatures(state, info)?;
     }
     let added = state.store.add_nar(info, data, repair).await?;
     state.publish(&added).await.map_err(failed)?;
@@ -585,11 +581,7 @@ async fn add_nar(
 
 /// Nix's rule for imported paths: with `require-sigs` (the default), a path must be
 /// content-addressed or signed by a key in `trusted-public-keys`.
-fn check_signatures(
-    state: &DaemonState,
-    info: &ValidPathInfo,
-    wording: SignatureWording,
-) -> Result<(), OpError> {
+fn check_signatures(state: &DaemonState, info: &ValidPathInfo) -> Result<(), OpError> {
     if !state
         .config
         .bool("require-sigs", true)
@@ -601,30 +593,20 @@ fn check_signatures(
         // The store checks the content address against the contents.
         return Ok(());
     }
-    let keys = TrustedKeys::parse_list(state.config.get("trusted-public-keys").unwrap_or(""))
-        .map_err(|e| failed(format!("setting 'trusted-public-keys': {e}")))?;
+    let keys = TrustedKeys::parse_list(
+        state
+            .config
+            .get_or_default("trusted-public-keys")
+            .unwrap_or(""),
+    )
+    .map_err(|e| failed(format!("setting 'trusted-public-keys': {e}")))?;
     if info.count_valid_signatures(&keys) > 0 {
         return Ok(());
     }
-    let path = state.store.store_dir().display(&info.path);
-    Err(failed(match wording {
-        SignatureWording::Current => {
-            format!("cannot add path '{path}' because it lacks a signature by a trusted key")
-        }
-        SignatureWording::Before2_15 => {
-            format!("cannot add path '{path}' because it lacks a valid signature")
-        }
-    }))
-}
-
-/// How the refusal of an unsigned path is worded: clients older than protocol 1.35 (Nix 2.14
-/// and earlier) get the words their daemons used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum SignatureWording {
-    /// Nix 2.15 and later.
-    Current,
-    /// Nix 2.3 to 2.14.
-    Before2_15,
+    Err(failed(format!(
+        "cannot add path '{}' because it lacks a signature by a trusted key",
+        state.store.store_dir().display(&info.path)
+    )))
 }
 
 /// A blocking writer that hands its bytes to an async receiver (for NAR export).
