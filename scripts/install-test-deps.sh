@@ -4,7 +4,9 @@
 #   - fuse3 (fusermount3: auto-unmount of the FUSE view when the process dies);
 #   - tools the end-to-end scripts use (unshare, diff, find, cmp, python3 for the raw-socket clients);
 #   - a Debian sid chroot with Nix 2.34 at /var/cache/pkgchain/sid-chroot (made once, reused),
-#     the second real client version. Set PKGCHAIN_NO_SID=1 to skip it.
+#     the second real client version. Set PKGCHAIN_NO_SID=1 to skip it;
+#   - the system user pkgchain-e2e (on this machine and in the chroot), the untrusted user the
+#     end-to-end scenarios run as.
 set -euo pipefail
 
 if [ "$(id -u)" != 0 ]; then
@@ -12,7 +14,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(nix-bin fuse3 util-linux diffutils findutils debootstrap time python3 coreutils)
+packages=(nix-bin fuse3 util-linux diffutils findutils debootstrap time python3 coreutils passwd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,4 +39,12 @@ if [ -z "${PKGCHAIN_NO_SID:-}" ] && [ ! -x "$sid/usr/bin/nix-store" ]; then
 fi
 if [ -x "$sid/usr/bin/nix-store" ]; then
   unshare --mount --propagation private -- bash -c "mount --bind /proc '$sid/proc' && chroot '$sid' nix-store --version"
+fi
+
+user=pkgchain-e2e
+id -u "$user" > /dev/null 2>&1 || useradd --system --no-create-home --shell /bin/sh "$user"
+if [ -d "$sid/etc" ]; then
+  for db in passwd group; do
+    grep -q "^$user:" "$sid/etc/$db" || grep "^$user:" "/etc/$db" >> "$sid/etc/$db"
+  done
 fi

@@ -18,17 +18,12 @@ use pkgchain_tests_nixpkgs::{in_namespace_ok, prerequisites, skipping_allowed, t
 ///
 /// Both rounds use the same 64 connections and the same operation mix, so whatever the
 /// daemon keeps per connection or per request in flight (buffers, tasks, the allocator's
-/// per-thread arenas) is already counted in the warm-up figure. What may legitimately grow is
-/// what scales with the store: the 60 s round adds about ten times as many paths as the
-/// warm-up (some 20,000, a database of about 15 MB). SQLite page caches of the default size
-/// (2 MiB) on the daemon's nine database connections plus allocator slack stay within 32 MiB,
-/// while a leak of 200 bytes per request (some 200,000 requests) or of a few KiB per added
-/// path does not.
-///
-/// The margin does not cover page caches of 16 MB per connection (what `pkgchain-store-db`
-/// configures at the time of writing: up to 144 MiB that fill as the database grows): that
-/// memory is bounded but scales with the store, and the failure message gives the database
-/// size and `RssAnon` so that it can be told from a leak.
+/// per-thread arenas) is already counted in the warm-up figure, and the daemon hands free heap
+/// back when its last client leaves. What may legitimately grow is what scales with the
+/// store: the 60 s round adds about ten times as many paths as the warm-up (tens of
+/// thousands, each a few KiB), and SQLite's page caches (2 MiB for the writer, 1 MiB for each
+/// of 8 readers: about 10 MiB) fill with them. 32 MiB is a few times that and still far below
+/// what a leak of even one small buffer per request (about 200,000 requests) would add.
 const RSS_MARGIN_KIB: u64 = 32 * 1024;
 
 fn daemon_bin() -> PathBuf {

@@ -54,6 +54,10 @@ fn input_dir() -> tempfile::TempDir {
         .prefix("pkgchain-daemon-e2e-")
         .tempdir_in(target_dir())
         .expect("tempdir");
+    // Readable by the untrusted user whatever the umask.
+    let mut perms = std::fs::metadata(input.path()).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(input.path(), perms).expect("chmod");
     inputs(input.path());
     input
 }
@@ -196,6 +200,7 @@ run nix store copy-log --from file://$T/logcache $D
 # Allowed: roots of one's own, and reading which roots exist (runtime roots censored).
 run nix-store -r $P --add-root $T/r --indirect
 run bash -c "nix-store --gc --print-roots | grep -v -e '^/proc/' -e '{temp:' -e '{censored}' | LC_ALL=C sort"
+echo "uncensored runtime roots: $(nix-store --gc --print-roots | grep -c -e '^/proc/' -e '{temp:')"
 # A restricted setting from an untrusted client is ignored with a warning.
 run nix-store --option build-users-group nixbld --add $I/f.txt
 "#;
@@ -212,31 +217,33 @@ enum Role {
     Untrusted,
 }
 
-/// The uid and gid of [`USER_NAME`], made on this machine (and in the chroot) when missing.
-fn untrusted_user() -> (u32, u32) {
-    let script = format!(
-        r#"id -u {USER_NAME} >/dev/null 2>&1 || useradd --system --no-create-home --shell /bin/sh {USER_NAME}
-if [ -d '{SID_CHROOT}/etc' ] && ! grep -q '^{USER_NAME}:' '{SID_CHROOT}/etc/passwd'; then
-  grep '^{USER_NAME}:' /etc/passwd >> '{SID_CHROOT}/etc/passwd'
-  grep '^{USER_NAME}:' /etc/group >> '{SID_CHROOT}/etc/group'
-fi
-echo "$(id -u {USER_NAME}) $(id -g {USER_NAME})""#
-    );
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .expect("useradd");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut ids = text
-        .split_whitespace()
-        .map(|n| n.parse::<u32>().expect("id"));
-    match (ids.next(), ids.next()) {
-        (Some(u), Some(g)) => (u, g),
-        _ => panic!(
-            "cannot make user {USER_NAME}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
+/// The uid and gid of [`USER_NAME`] (made by `scripts/install-test-deps.sh`, on this machine
+/// and in the chroot); `None` (after saying why) when the test should be skipped.
+fn untrusted_user() -> Option<(u32, u32)> {
+    let id = |flag: &str| {
+        std::process::Command::new("id")
+            .args([flag, USER_NAME])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+            })
+    };
+    let in_chroot = std::fs::read_to_string(Path::new(SID_CHROOT).join("etc/passwd"))
+        .map_or(true, |p| {
+            p.lines().any(|l| l.starts_with(&format!("{USER_NAME}:")))
+        });
+    match (id("-u"), id("-g")) {
+        (Some(u), Some(g)) if in_chroot => Some((u, g)),
+        _ if skipping_allowed() => {
+            eprintln!("skipped: no user {USER_NAME} here or in the chroot");
+            None
+        }
+        _ => panic!("no user {USER_NAME} here or in the chroot: run scripts/install-test-deps.sh"),
     }
 }
 
@@ -270,7 +277,9 @@ fn transcript(client: Client, daemon: Daemon, input: &Path, role: Role) -> Strin
         // ~/.nix-defexpr).
         Role::Root => ("/nix/home-root".to_owned(), String::new()),
         Role::Untrusted => {
-            let (uid, gid) = untrusted_user();
+            let Some((uid, gid)) = untrusted_user() else {
+                return String::new();
+            };
             let home = format!("/nix/home-{USER_NAME}");
             let as_user = match client {
                 Client::Nix28 => format!("setpriv --reuid={uid} --regid={gid} --clear-groups "),
@@ -320,11 +329,11 @@ mkdir -p '{home}'
         },
     );
     // The script names the daemon and the client, so a failure says which run it was.
-    normalise(&in_namespace_ok(&script, &[]))
+    normalise(&in_namespace_ok(&script, &[]), client)
 }
 
 /// Removes what differs between daemons by design: registration times (in `path-info --json`).
-fn normalise(text: &str) -> String {
+fn normalise(text: &str, client: Client) -> String {
     let mut out = String::with_capacity(text.len());
     const KEY: &str = "\"registrationTime\":";
     for line in text.lines() {
@@ -345,6 +354,17 @@ fn normalise(text: &str) -> String {
         // root search to remove (and say so); ours removes them when the connection ends.
         if l.starts_with("removing stale temporary roots file") {
             continue;
+        }
+        // Our daemon speaks as Nix 2.35's does, to every client. Nix 2.8's daemon only logged
+        // ignored restricted settings for itself, and worded an unsigned import differently.
+        if client == Client::Nix28 {
+            if l.starts_with("warning: ignoring the client-specified setting") {
+                continue;
+            }
+            l = l.replace(
+                "because it lacks a signature by a trusted key",
+                "because it lacks a valid signature",
+            );
         }
         // `nix store ping`: the daemon's version differs by design (ours names itself).
         if l.starts_with("Version: ") {
@@ -369,7 +389,10 @@ fn compare(client: Client, role: Role) {
         }
     }
     if role == Role::Untrusted {
-        tools.extend(["useradd", "setpriv"]);
+        tools.push("setpriv");
+        if untrusted_user().is_none() {
+            return;
+        }
     }
     if !prerequisites(&tools) {
         return;
@@ -377,8 +400,24 @@ fn compare(client: Client, role: Role) {
     let input = input_dir();
     let ours = transcript(client, Daemon::Ours, input.path(), role);
     let theirs = transcript(client, Daemon::RealNix, input.path(), role);
-    // The scenario must really have exercised the daemon.
-    assert!(ours.contains("exit 0"), "{ours}");
+    if ours.is_empty() {
+        return; // skipped (said why)
+    }
+    // The scenario must really have exercised the daemon: it answered, and most commands
+    // succeeded (the refusals are a few lines of the untrusted scenario).
+    assert!(ours.starts_with("$ nix store ping\n"), "{ours}");
+    let succeeded = ours.lines().filter(|l| *l == "exit 0").count();
+    let least = match role {
+        Role::Root => 40,
+        Role::Untrusted => 8,
+    };
+    assert!(
+        succeeded >= least,
+        "only {succeeded} commands succeeded:\n{ours}"
+    );
+    if role == Role::Untrusted {
+        assert!(ours.contains("uncensored runtime roots: 0\n"), "{ours}");
+    }
     assert!(
         ours.contains("drv /nix/store/"),
         "nix-instantiate gave no derivation:\n{ours}"
@@ -596,6 +635,17 @@ for name, request in cases.items():
     print(name + '=' + reply.decode('latin-1').replace('\n', ' ').replace('\0', ''))
     s.close()
 s = connect(); s.sendall(bytes(range(256)) * 4); print('GARBAGE_BYTES_REPLY=%d' % len(answer(s))); s.close()
+# A 1.38 client announcing a 512 KiB feature name: the handshake's byte budget stops it
+# before the daemon waits for (or allocates) the name.
+s = connect()
+s.sendall(u64(0x6e697863)); s.recv(16)
+s.sendall(u64(0x126) + u64(1) + u64(1 << 19))
+s.settimeout(10)
+try:
+    closed = s.recv(1) == b''
+except socket.timeout:
+    closed = False
+print('HUGE_FEATURE_CLOSED=%s' % closed); s.close()
 # AddToStoreNar (39) at 1.34: path info, then the NAR in frames.
 import hashlib
 def s8(b): return u64(len(b)) + b + b'\0' * ((8 - len(b) % 8) % 8)
@@ -629,6 +679,8 @@ time.sleep(60)
 PY
 spid=$!
 for i in $(seq 1 100); do [ -e /nix/stalled ] && break; sleep 0.1; done
+[ -e /nix/stalled ] && echo STALLED=yes || echo STALLED=no
+echo "BUDGET_LOGGED=$(grep -c 'read budget of 65536 bytes exhausted' /nix/daemon.log || true)"
 export NIX_REMOTE=daemon
 echo "SERVED_BESIDE_STALLED=$(nix-store --add /mnt/in/d)"
 kill $spid
@@ -650,7 +702,10 @@ echo "STILL_SERVED=$(nix-store --add /mnt/in/f.txt)"
         value(&out, "HUGE_STRING").contains("exceeds limit"),
         "{out}"
     );
-    assert!(value(&out, "BAD_PATH").contains("/etc/pwd"), "{out}");
+    assert!(
+        value(&out, "BAD_PATH").contains("path '/etc/pwd' is not in the Nix store"),
+        "{out}"
+    );
     // A request cut short by a hang-up: the daemon says where the input ended.
     assert!(value(&out, "TRUNCATED").contains("end of input"), "{out}");
     // Random bytes fail the magic check: nothing but, at most, the error.
@@ -666,7 +721,15 @@ echo "STILL_SERVED=$(nix-store --add /mnt/in/f.txt)"
         "{out}"
     );
     // A NAR shorter than its stated size, and a framed stream cut off: errors, nothing valid.
-    assert!(value(&out, "LYING_NAR").contains("size"), "{out}");
+    assert!(
+        value(&out, "LYING_NAR").contains(
+            "size mismatch importing path '/nix/store/00000000000000000000000000000001-lying-nar'"
+        ),
+        "{out}"
+    );
+    assert_eq!(value(&out, "STALLED"), "yes", "{out}");
+    assert_eq!(value(&out, "HUGE_FEATURE_CLOSED"), "True", "{out}");
+    assert_eq!(value(&out, "BUDGET_LOGGED"), "1", "{out}");
     assert!(
         value(&out, "CUT_FRAMES").contains("input ended before the terminating empty frame"),
         "{out}"
@@ -750,10 +813,11 @@ echo "IN_OUR_DB=$(ls /nix/var/nix/pkgchain/)"
             r#"{common}{start}trap 'kill -TERM $dpid 2>/dev/null; wait $dpid 2>/dev/null || true' EXIT
 P=$(NIX_REMOTE=daemon nix-store --add /mnt/in/d)
 echo "DAEMON_HASH=$(NIX_REMOTE=daemon nix-store -q --hash $P)"
+before=$(grep -c 'accepted connection' /nix/daemon.log)
 echo "REMOTE_HASH=$(nix-store --store "$STORE" -q --hash $P)"
 echo "REMOTE_TEXT=$(nix-store --store "$STORE" --add /mnt/in/f.txt)"
 echo "DAEMON_SEES=$(NIX_REMOTE=daemon nix-store --check-validity $(nix-store --store "$STORE" --add /mnt/in/f.txt) && echo yes)"
-grep -c 'accepted connection' /nix/daemon.log | sed 's/^/CONNECTIONS=/'
+echo "RELAYED=$(( $(grep -c 'accepted connection' /nix/daemon.log) - before - 1 ))"
 "#,
             start = start_our_daemon()
         ),
@@ -769,9 +833,9 @@ grep -c 'accepted connection' /nix/daemon.log | sed 's/^/CONNECTIONS=/'
         "{relayed}"
     );
     assert_eq!(value(&relayed, "DAEMON_SEES"), "yes", "{relayed}");
-    // The ssh-ng sessions reached the daemon (two plain clients, then three relayed ones).
-    let connections: u32 = value(&relayed, "CONNECTIONS").parse().expect("count");
-    assert!(connections >= 5, "{relayed}");
+    // Each of the three ssh-ng sessions reached the daemon as a connection of its own (the
+    // one plain check-validity connection in between is subtracted).
+    assert_eq!(value(&relayed, "RELAYED"), "3", "{relayed}");
     eprintln!("{direct}{relayed}");
 }
 
