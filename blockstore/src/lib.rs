@@ -331,6 +331,7 @@ impl BlockStore {
             tmpfile: true,
             max_blocks,
             seen: HashSet::new(),
+            relies_on_existing: false,
             shards_made: HashSet::new(),
             written_blocks: 0,
             written_bytes: 0,
@@ -388,6 +389,9 @@ pub struct WriteBatch<'s> {
     max_blocks: usize,
     /// CIDs staged since the last commit (later ones are found on disk).
     seen: HashSet<Cid>,
+    /// A block this batch relies on was already on disk: another writer may have linked it
+    /// without having made its name durable yet, so commit must sync even with nothing staged.
+    relies_on_existing: bool,
     shards_made: HashSet<[u8; 2]>,
     written_blocks: u64,
     written_bytes: u64,
@@ -399,7 +403,11 @@ impl WriteBatch<'_> {
     /// `data` must hash to `cid`; callers compute the CID from the data they pass.
     pub fn put(&mut self, cid: &Cid, data: &[u8]) -> Result<bool, BlockError> {
         debug_assert!(cid.verifies(data));
-        if self.seen.contains(cid) || self.store.contains(cid)? {
+        if self.seen.contains(cid) {
+            return Ok(false);
+        }
+        if self.store.contains(cid)? {
+            self.relies_on_existing = true;
             return Ok(false);
         }
         let (fd, kept) = self.create_staging()?;
@@ -459,6 +467,12 @@ impl WriteBatch<'_> {
     /// Makes every staged block durable under its final name.
     pub fn commit(&mut self) -> Result<(), BlockError> {
         if self.staged.is_empty() {
+            if std::mem::take(&mut self.relies_on_existing) {
+                // Cheap when nothing is dirty; otherwise it is another batch's names, which
+                // this batch's caller is about to register paths on.
+                rustix::fs::syncfs(&self.store.root_fd)
+                    .map_err(|e| BlockError::io("syncing", &self.store.root, e))?;
+            }
             return Ok(());
         }
         // 1. Contents durable.
@@ -515,6 +529,7 @@ impl WriteBatch<'_> {
         );
         self.staged.clear();
         self.seen.clear();
+        self.relies_on_existing = false;
         self.staged_bytes = 0;
         Ok(())
     }

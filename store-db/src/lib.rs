@@ -288,6 +288,10 @@ impl StoreDb {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("DELETE FROM DerivationOutputs WHERE drv = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             insert_blocks(&mut tx, id, &p.blocks).await?;
             for (output, out_path) in &p.derivation_outputs {
                 sqlx::query(
@@ -361,8 +365,8 @@ impl StoreDb {
         let Some(row) = sqlx::query(
             "SELECT id, nar_hash, nar_size, root_cid, deriver, registration_time, ultimate, sigs, ca,
                     (SELECT group_concat(v.path, ' ') FROM Refs r JOIN ValidPaths v
-                       ON v.id = r.reference WHERE r.referrer = ValidPaths.id)
-             FROM ValidPaths WHERE path = ?",
+                       ON v.id = r.reference WHERE r.referrer = p.id)
+             FROM ValidPaths p WHERE p.path = ?",
         )
         .bind(path.base_name())
         .fetch_optional(&self.readers)
@@ -645,6 +649,10 @@ mod tests {
         let info = db.path_info(&b).await.expect("query").expect("valid");
         assert_eq!(info.references, BTreeSet::from([a.clone(), b.clone()]));
         assert_eq!(info.root, Cid::of(Codec::Raw, b"y"));
+        // No references: the concatenation is NULL, read as none.
+        let info = db.path_info(&a).await.expect("query").expect("valid");
+        assert!(info.references.is_empty());
+        assert!(db.path_info(&sp("c", 3)).await.expect("query").is_none());
         assert!(db.is_valid(&a).await.expect("valid"));
         assert!(!db.is_valid(&sp("c", 3)).await.expect("valid"));
         assert_eq!(

@@ -28,8 +28,9 @@ use pkgchain_store_model::store_path::StorePath;
 use crate::tree::{self, Entry};
 use crate::{Store, StoreError};
 
-/// Largest `.drv` read (the biggest in nixpkgs are a few MiB, with structured attributes).
-pub const MAX_DRV_SIZE: u64 = 256 << 20;
+/// Largest `.drv` read (the biggest in nixpkgs are a few MiB, with structured attributes; any
+/// client may upload one, and it is read whole into memory).
+pub const MAX_DRV_SIZE: u64 = 32 << 20;
 /// Modulo hashes memoised at most; the memo starts over beyond this.
 pub const MAX_MEMOISED: usize = 200_000;
 
