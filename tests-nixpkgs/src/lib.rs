@@ -30,15 +30,34 @@ pub fn target_dir() -> PathBuf {
         .to_owned()
 }
 
-/// The `pkgchain` binary of this build.
-pub fn pkgchain_bin() -> PathBuf {
-    let bin = target_dir().join("pkgchain");
+/// A binary of this workspace's build (`target/<profile>/<name>`).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let bin = target_dir().join(name);
     assert!(
         bin.is_file(),
-        "{} is missing: run the tests with `cargo test --workspace` so the daemon crate's binary is built",
+        "{} is missing: run the tests with `cargo test --workspace` so the daemon crate's binaries are built",
         bin.display()
     );
     bin
+}
+
+/// The `pkgchain` binary of this build.
+pub fn pkgchain_bin() -> PathBuf {
+    workspace_bin("pkgchain")
+}
+
+/// The `pkgchain-daemon` binary of this build.
+pub fn daemon_bin() -> PathBuf {
+    workspace_bin("pkgchain-daemon")
+}
+
+/// The value of the first `KEY=...` line of a script's output (panics, showing the output,
+/// when there is none).
+pub fn value<'a>(text: &'a str, key: &str) -> &'a str {
+    let prefix = format!("{key}=");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
 }
 
 /// Whether prerequisites may be skipped (`PKGCHAIN_E2E=skip`).

@@ -9,9 +9,7 @@
 //! and the daemon's resident memory after the clients have left is not more than after a short
 //! warm-up round plus [`RSS_MARGIN_KIB`].
 
-use std::path::PathBuf;
-
-use pkgchain_tests_nixpkgs::{in_namespace_ok, prerequisites, skipping_allowed, target_dir};
+use pkgchain_tests_nixpkgs::{daemon_bin, in_namespace_ok, prerequisites, skipping_allowed, value};
 
 /// How much more resident memory the daemon may hold after the 60 s round than after the 5 s
 /// warm-up round, both measured once every client has disconnected.
@@ -25,25 +23,6 @@ use pkgchain_tests_nixpkgs::{in_namespace_ok, prerequisites, skipping_allowed, t
 /// of 8 readers: about 10 MiB) fill with them. 32 MiB is a few times that and still far below
 /// what a leak of even one small buffer per request (about 200,000 requests) would add.
 const RSS_MARGIN_KIB: u64 = 32 * 1024;
-
-fn daemon_bin() -> PathBuf {
-    let bin = target_dir().join("pkgchain-daemon");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it first (`cargo build --release -p pkgchain-daemon`, or run \
-         `cargo test --workspace`)",
-        bin.display()
-    );
-    bin
-}
-
-/// The value of `KEY=...` in the script's output.
-fn value<'a>(text: &'a str, key: &str) -> &'a str {
-    let prefix = format!("{key}=");
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
-}
 
 fn json_of(text: &str, key: &str) -> serde_json::Value {
     serde_json::from_str(value(text, key))

@@ -4,9 +4,11 @@
 //! the two transcripts must be equal after removing what legitimately differs (registration
 //! times, the daemon's version line).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use pkgchain_tests_nixpkgs::{in_namespace_ok, prerequisites, skipping_allowed, target_dir};
+use pkgchain_tests_nixpkgs::{
+    daemon_bin, in_namespace_ok, prerequisites, skipping_allowed, target_dir, value,
+};
 
 const SID_CHROOT: &str = "/var/cache/pkgchain/sid-chroot";
 
@@ -22,16 +24,6 @@ enum Client {
 enum Daemon {
     Ours,
     RealNix,
-}
-
-fn daemon_bin() -> PathBuf {
-    let bin = target_dir().join("pkgchain-daemon");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run the tests with `cargo test --workspace`",
-        bin.display()
-    );
-    bin
 }
 
 /// Shell lines that start our daemon (FUSE view, blocks under `/nix/ipfs`) as `$dpid` and
@@ -459,14 +451,6 @@ fn nix_2_8_untrusted_user_is_refused_where_nix_daemon_refuses() {
 #[test]
 fn nix_2_34_untrusted_user_is_refused_where_nix_daemon_refuses() {
     compare(Client::Nix234, Role::Untrusted);
-}
-
-/// The value of `KEY=...` in a transcript.
-fn value<'a>(text: &'a str, key: &str) -> &'a str {
-    let prefix = format!("{key}=");
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
 }
 
 /// Nix 2.8 through our daemon gives the store paths, derivations and NARs that Nix 2.8 itself

@@ -31,8 +31,6 @@ use super::DaemonState;
 use super::connection::{Conn, ConnError};
 use crate::auth::Trust;
 
-/// Largest frame accepted in a framed stream (Nix writes 32 KiB frames).
-const MAX_FRAME: u64 = 16 << 20;
 /// Bytes per piece of a NAR sent to the client.
 const NAR_CHUNK: usize = 64 * 1024;
 /// Data pulled per `STDERR_READ` (Nix 2.3's `AddToStoreNar`).
@@ -387,7 +385,8 @@ impl Conn {
                 op(&mut empty).await
             }
             Payload::Framed => {
-                let mut framed = AsyncFramedReader::new(self.reader.get_mut(), MAX_FRAME);
+                let mut framed =
+                    AsyncFramedReader::new(self.reader.get_mut(), self.cx.limits.max_frame_len);
                 let result = op(&mut framed).await;
                 // Whatever the operation did, the stream is read to its terminator.
                 match framed.drain().await {
