@@ -180,23 +180,27 @@ def on_term(*_):
     global stop
     stop = True
 signal.signal(signal.SIGTERM, on_term)
-def tree():
-    children = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
+def children_of(p):
+    # /proc/P/task/T/children: the children each thread forked; no scan of all of /proc,
+    # which at 20 samples a second took a tenth of the CPU from the daemons measured.
+    kids = []
+    try:
+        tasks = os.listdir(f"/proc/{p}/task")
+    except OSError:
+        return kids  # gone meanwhile
+    for t in tasks:
         try:
-            with open(f"/proc/{d}/stat") as f:
-                s = f.read()
-            ppid = int(s[s.rfind(")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile
-        children.setdefault(ppid, []).append(int(d))
+            with open(f"/proc/{p}/task/{t}/children") as f:
+                kids.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError):
+            pass
+    return kids
+def tree():
     todo, seen = [root], []
     while todo:
         p = todo.pop()
         seen.append(p)
-        todo.extend(children.get(p, []))
+        todo.extend(children_of(p))
     return seen
 def sample():
     rss = pss = n = 0

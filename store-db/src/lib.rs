@@ -17,12 +17,14 @@
 //! Besides registration ([`StoreDb::register_paths`]) the database answers the queries of the
 //! worker protocol ([`query`]) and keeps realisations of derivation outputs ([`realisation`]).
 
+mod info_cache;
 pub mod query;
 pub mod realisation;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pkgchain_dag::Cid;
@@ -162,6 +164,7 @@ pub struct Stats {
 pub struct StoreDb {
     readers: SqlitePool,
     writer: SqlitePool,
+    infos: Arc<info_cache::InfoCache>,
 }
 
 fn is_busy(e: &sqlx::Error) -> bool {
@@ -217,7 +220,11 @@ impl StoreDb {
                     .pragma("cache_size", READER_CACHE_KIB),
             )
             .await?;
-        Ok(StoreDb { readers, writer })
+        Ok(StoreDb {
+            readers,
+            writer,
+            infos: Arc::new(info_cache::InfoCache::new()),
+        })
     }
 
     /// Closes the pools.
@@ -234,7 +241,17 @@ impl StoreDb {
         for p in paths {
             check_sigs(&p.info.sigs)?;
         }
-        retry_busy(|| self.try_register(paths)).await
+        let result = retry_busy(|| self.try_register(paths)).await;
+        // Also on failure: a commit whose answer was lost may have happened.
+        self.infos
+            .invalidate(paths.iter().map(|p| p.info.path.base_name()));
+        result
+    }
+
+    /// Forgets the cached metadata of valid paths (to give memory back while idle); the next
+    /// queries read the database again.
+    pub fn forget_cached(&self) {
+        self.infos.clear();
     }
 
     async fn try_register(&self, paths: &[NewPath]) -> Result<(), DbError> {
@@ -334,6 +351,9 @@ impl StoreDb {
 
     /// Whether `path` is valid.
     pub async fn is_valid(&self, path: &StorePath) -> Result<bool, DbError> {
+        if self.infos.get(path.base_name()).is_some() {
+            return Ok(true);
+        }
         Ok(sqlx::query("SELECT 1 FROM ValidPaths WHERE path = ?")
             .bind(path.base_name())
             .fetch_optional(&self.readers)
@@ -358,10 +378,23 @@ impl StoreDb {
         .transpose()
     }
 
-    /// Everything known about a valid path, in one query (the references come concatenated,
-    /// separated by spaces, which no store path contains): `QueryPathInfo` is the operation
-    /// clients send most, and each query is a round trip to a database thread.
+    /// Everything known about a valid path. `QueryPathInfo` is the operation clients send most:
+    /// the answer comes from a cache of recently asked paths when it can, else from one query.
     pub async fn path_info(&self, path: &StorePath) -> Result<Option<PathInfo>, DbError> {
+        if let Some(info) = self.infos.get(path.base_name()) {
+            return Ok(Some(PathInfo::clone(&info)));
+        }
+        let generation = self.infos.generation();
+        let info = self.path_info_uncached(path).await?;
+        if let Some(info) = &info {
+            self.infos.insert(generation, Arc::new(info.clone()));
+        }
+        Ok(info)
+    }
+
+    /// [`StoreDb::path_info`] from the database, in one query (the references come
+    /// concatenated, separated by spaces, which no store path contains).
+    async fn path_info_uncached(&self, path: &StorePath) -> Result<Option<PathInfo>, DbError> {
         let Some(row) = sqlx::query(
             "SELECT id, nar_hash, nar_size, root_cid, deriver, registration_time, ultimate, sigs, ca,
                     (SELECT group_concat(v.path, ' ') FROM Refs r JOIN ValidPaths v
@@ -630,6 +663,48 @@ mod tests {
             blocks,
             derivation_outputs: BTreeMap::new(),
         }
+    }
+
+    /// The cache of path metadata never answers with a row this process has since changed,
+    /// and a second handle on the same file (another process) sees the database itself.
+    #[tokio::test]
+    async fn cached_metadata_follows_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("db.sqlite");
+        let db = StoreDb::open(&file).await.expect("open");
+        let a = sp("a", 1);
+        db.register_paths(&[new_path(a.clone(), &[], &[b"x"])])
+            .await
+            .expect("register");
+        let first = db.path_info(&a).await.expect("query").expect("valid");
+        assert_eq!(db.path_info(&a).await.expect("query"), Some(first.clone()));
+        assert!(
+            db.add_signatures(&a, &BTreeSet::from(["k2:sig2".to_owned()]))
+                .await
+                .expect("sign")
+        );
+        let signed = db.path_info(&a).await.expect("query").expect("valid");
+        assert_eq!(
+            signed.sigs,
+            BTreeSet::from(["k:sig".to_owned(), "k2:sig2".to_owned()])
+        );
+        let mut again = new_path(a.clone(), &[], &[b"w"]);
+        again.info.nar_size = 77;
+        db.register_paths(&[again]).await.expect("re-register");
+        let updated = db.path_info(&a).await.expect("query").expect("valid");
+        assert_eq!(updated.nar_size, 77);
+        assert_eq!(updated.root, Cid::of(Codec::Raw, b"w"));
+        // A path registered by another handle is seen at once (invalid paths are not cached).
+        let b = sp("b", 2);
+        assert!(!db.is_valid(&b).await.expect("valid"));
+        let other = StoreDb::open(&file).await.expect("open again");
+        other
+            .register_paths(&[new_path(b.clone(), &[], &[b"y"])])
+            .await
+            .expect("register elsewhere");
+        assert!(db.is_valid(&b).await.expect("valid"));
+        db.forget_cached();
+        assert_eq!(db.path_info(&a).await.expect("query"), Some(updated));
     }
 
     #[tokio::test]

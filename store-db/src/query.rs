@@ -145,7 +145,9 @@ impl StoreDb {
         sigs: &BTreeSet<String>,
     ) -> Result<bool, DbError> {
         check_sigs(sigs)?;
-        retry_busy(|| self.try_add_signatures(path, sigs)).await
+        let result = retry_busy(|| self.try_add_signatures(path, sigs)).await;
+        self.infos.invalidate([path.base_name()]);
+        result
     }
 
     async fn try_add_signatures(

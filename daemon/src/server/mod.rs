@@ -118,6 +118,7 @@ pub async fn serve(
                         serve_connection(Arc::clone(&state), stream).await;
                         if state.open_connections.fetch_sub(1, Ordering::Relaxed) == 1 {
                             // The last client left: give the memory its requests used back.
+                            state.store.db().forget_cached();
                             let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory)
                                 .await;
                         }
