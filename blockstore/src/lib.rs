@@ -15,6 +15,16 @@
 //! affordable; unnamed files save a directory entry and a rename per block (measured: the
 //! renames were about 5% of ingest time on ext4).
 //!
+//! That is [`Durability::EachCommit`]. A store opened with [`Durability::Deferred`] (what the
+//! daemon does unless `fsync-store-paths = true`, as Nix leaves its store files to writeback)
+//! links at commit without waiting for the disk, and [`BlockStore::flush`] syncs later. Before
+//! the first such link a marker file, `<root>/.unsynced`, is made durable; `flush` removes it
+//! once everything linked before it is on disk. A marker found at open means a crash may have
+//! left named blocks with lost contents: [`BlockStore::remove_damaged_since`] checks every block
+//! file changed since the marker appeared, and the store above re-checks the paths it
+//! registered on such blocks (see `pkgchain-store`). One process at a time may write a store
+//! in deferred mode.
+//!
 //! Every read through [`BlockStore::read`] or [`BlockStore::open_verified`] is checked against
 //! the CID; a mismatch is [`BlockError::Corrupt`], never data.
 
@@ -25,7 +35,9 @@ use std::io::{self, Read, Seek, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use pkgchain_dag::Cid;
 use pkgchain_dag::layout::MAX_BLOCK_SIZE;
@@ -39,6 +51,28 @@ const BATCH_MAX_BLOCKS: usize = 8192;
 const BATCH_MAX_BYTES: u64 = 512 * 1024 * 1024;
 /// Name of the staging directory under the root.
 const STAGING_DIR: &str = ".tmp";
+/// Name of the marker that says named blocks may not be durable yet (deferred durability).
+const UNSYNCED_MARKER: &str = ".unsynced";
+
+/// When the blocks of a committed batch are on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// [`WriteBatch::commit`] syncs before and after linking: a named block always has its
+    /// contents on disk.
+    #[default]
+    EachCommit,
+    /// [`WriteBatch::commit`] links at once; [`BlockStore::flush`] makes it durable later, and
+    /// the `.unsynced` marker tells the next open to check (see the crate documentation).
+    Deferred,
+}
+
+/// Deferred-durability bookkeeping: whether the marker exists and how many commits linked
+/// blocks since the store opened (a flush removes the marker only if none came meanwhile).
+#[derive(Debug, Default)]
+struct Unsynced {
+    marked: bool,
+    commits: u64,
+}
 
 /// Why a block operation failed.
 #[derive(Debug, Error)]
@@ -102,6 +136,12 @@ pub struct BlockStore {
     root_fd: OwnedFd,
     staging: PathBuf,
     staging_fd: OwnedFd,
+    durability: Durability,
+    unsynced: Mutex<Unsynced>,
+    /// This process's staging directory (`<root>/.tmp/<pid>-<time>`), made at the first batch
+    /// and shared by all batches: one directory per batch cost a `mkdir` and a `rmdir` per
+    /// add, and ext4's inode allocator slowed down on the churn (measured).
+    process_staging: std::sync::OnceLock<(PathBuf, OwnedFd)>,
 }
 
 static BATCH_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -114,8 +154,14 @@ pub fn relative_path(cid: &Cid) -> String {
 }
 
 impl BlockStore {
-    /// Opens (creating) the store at `root` and removes staging left by dead processes.
+    /// Opens (creating) the store at `root` with [`Durability::EachCommit`] and removes staging
+    /// left by dead processes.
     pub fn open(root: &Path) -> Result<BlockStore, BlockError> {
+        BlockStore::open_with(root, Durability::EachCommit)
+    }
+
+    /// Opens (creating) the store at `root` and removes staging left by dead processes.
+    pub fn open_with(root: &Path, durability: Durability) -> Result<BlockStore, BlockError> {
         let staging = root.join(STAGING_DIR);
         std::fs::create_dir_all(&staging).map_err(|e| BlockError::io("creating", &staging, e))?;
         let open_dir = |p: &Path| {
@@ -131,9 +177,112 @@ impl BlockStore {
             staging_fd: open_dir(&staging)?,
             root: root.to_owned(),
             staging,
+            durability,
+            unsynced: Mutex::new(Unsynced {
+                marked: root.join(UNSYNCED_MARKER).exists(),
+                commits: 0,
+            }),
+            process_staging: std::sync::OnceLock::new(),
         };
         store.remove_dead_staging();
         Ok(store)
+    }
+
+    /// When blocks become durable.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// When the `.unsynced` marker appeared, if there is one: blocks linked since then may not
+    /// be on disk (before a [`BlockStore::flush`]), or may have lost their contents in a crash
+    /// (when found at open).
+    pub fn unsynced_since(&self) -> Result<Option<SystemTime>, BlockError> {
+        let marker = self.root.join(UNSYNCED_MARKER);
+        match std::fs::metadata(&marker) {
+            Ok(m) => Ok(Some(
+                m.modified()
+                    .map_err(|e| BlockError::io("inspecting", &marker, e))?,
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(BlockError::io("inspecting", &marker, e)),
+        }
+    }
+
+    /// Makes the marker durable (once) before a deferred commit links blocks.
+    fn mark_unsynced(&self) -> Result<(), BlockError> {
+        let mut state = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
+        // Another process that opened this store may have flushed and removed it.
+        let present = state.marked
+            && rustix::fs::statat(&self.root_fd, UNSYNCED_MARKER, AtFlags::empty()).is_ok();
+        if !present {
+            let marker = self.root.join(UNSYNCED_MARKER);
+            let fd = rustix::fs::openat(
+                &self.root_fd,
+                UNSYNCED_MARKER,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+            .map_err(|e| BlockError::io("creating", &marker, e))?;
+            rustix::fs::fsync(&fd).map_err(|e| BlockError::io("syncing", &marker, e))?;
+            rustix::fs::fsync(&self.root_fd)
+                .map_err(|e| BlockError::io("syncing", &self.root, e))?;
+            state.marked = true;
+        }
+        state.commits += 1;
+        Ok(())
+    }
+
+    /// Makes every block linked so far durable (`syncfs`) and removes the `.unsynced` marker
+    /// unless a commit linked more meanwhile. Returns whether there was anything to flush.
+    /// Blocking.
+    pub fn flush(&self) -> Result<bool, BlockError> {
+        let commits = {
+            let state = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
+            if !state.marked {
+                return Ok(false);
+            }
+            state.commits
+        };
+        rustix::fs::syncfs(&self.root_fd).map_err(|e| BlockError::io("syncing", &self.root, e))?;
+        let mut state = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
+        if state.commits == commits {
+            match rustix::fs::unlinkat(&self.root_fd, UNSYNCED_MARKER, AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => state.marked = false,
+                Err(e) => {
+                    return Err(BlockError::io(
+                        "removing",
+                        self.root.join(UNSYNCED_MARKER),
+                        e,
+                    ));
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Checks every block file whose inode changed at or after `since` and removes those that
+    /// do not match their CID (after a crash in deferred mode: named, but contents lost).
+    /// Returns the removed blocks. Blocking; reads all of those blocks.
+    pub fn remove_damaged_since(&self, since: SystemTime) -> Result<Vec<Cid>, BlockError> {
+        let since = since
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut changed: Vec<Cid> = Vec::new();
+        self.for_each_block_file(|cid, stat| {
+            if stat.st_ctime as i64 >= since {
+                changed.push(cid);
+            }
+            Ok(())
+        })?;
+        let mut removed = Vec::new();
+        for cid in changed {
+            if self.check(&cid)? != BlockState::Ok {
+                warn!(block = %cid, "removing a block whose contents were lost");
+                self.remove(&cid)?;
+                removed.push(cid);
+            }
+        }
+        Ok(removed)
     }
 
     /// The root directory.
@@ -270,6 +419,14 @@ impl BlockStore {
         &self,
         mut f: impl FnMut(Cid, u64) -> Result<(), BlockError>,
     ) -> Result<(), BlockError> {
+        self.for_each_block_file(|cid, stat| f(cid, stat.st_size as u64))
+    }
+
+    /// Calls `f` for every block file with its `lstat`, shard by shard in name order.
+    fn for_each_block_file(
+        &self,
+        mut f: impl FnMut(Cid, &rustix::fs::Stat) -> Result<(), BlockError>,
+    ) -> Result<(), BlockError> {
         let entries =
             std::fs::read_dir(&self.root).map_err(|e| BlockError::io("listing", &self.root, e))?;
         let mut shards: Vec<PathBuf> = Vec::new();
@@ -291,20 +448,20 @@ impl BlockStore {
                     warn!(path = %entry.path().display(), "not a block file");
                     continue;
                 };
-                let size = entry
-                    .metadata()
-                    .map_err(|e| BlockError::io("inspecting", entry.path(), e))?
-                    .len();
-                f(cid, size)?;
+                let stat = rustix::fs::lstat(entry.path())
+                    .map_err(|e| BlockError::io("inspecting", entry.path(), e))?;
+                f(cid, &stat)?;
             }
         }
         Ok(())
     }
 
-    /// A new write batch.
-    pub fn batch(&self) -> Result<WriteBatch<'_>, BlockError> {
-        let seq = BATCH_SEQ.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{}-{}-{}", std::process::id(), seq, unique_suffix());
+    /// This process's staging directory, made on first use.
+    fn staging_dir(&self) -> Result<&(PathBuf, OwnedFd), BlockError> {
+        if let Some(dir) = self.process_staging.get() {
+            return Ok(dir);
+        }
+        let name = format!("{}-{}", std::process::id(), unique_suffix());
         rustix::fs::mkdirat(&self.staging_fd, name.as_str(), Mode::from_raw_mode(0o700))
             .map_err(|e| BlockError::io("creating", self.staging.join(&name), e))?;
         let dir = self.staging.join(&name);
@@ -315,6 +472,22 @@ impl BlockStore {
             Mode::empty(),
         )
         .map_err(|e| BlockError::io("opening", &dir, e))?;
+        // Two threads may race here; the loser's directory is removed again.
+        match self.process_staging.set((dir, dir_fd)) {
+            Ok(()) => {}
+            Err((dir, _)) => {
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
+        self.process_staging
+            .get()
+            .ok_or_else(|| BlockError::io("creating", &self.staging, io::ErrorKind::Other))
+    }
+
+    /// A new write batch.
+    pub fn batch(&self) -> Result<WriteBatch<'_>, BlockError> {
+        let seq = BATCH_SEQ.fetch_add(1, Ordering::Relaxed);
+        self.staging_dir()?;
         // Unnamed files stay open until commit: keep well inside the open-file limit.
         let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
             .current
@@ -324,8 +497,7 @@ impl BlockStore {
             .clamp(16, BATCH_MAX_BLOCKS);
         Ok(WriteBatch {
             store: self,
-            dir,
-            dir_fd,
+            seq,
             staged: Vec::new(),
             staged_bytes: 0,
             tmpfile: true,
@@ -377,8 +549,8 @@ fn unique_suffix() -> u64 {
 /// Blocks being written; see the crate documentation for the durability protocol.
 pub struct WriteBatch<'s> {
     store: &'s BlockStore,
-    dir: PathBuf,
-    dir_fd: OwnedFd,
+    /// Names this batch's numbered staging files apart from other batches'.
+    seq: u64,
     /// Written but not yet durable under their names: with the open unnamed file (`O_TMPFILE`)
     /// or, where the file system lacks unnamed files, as a numbered file in the staging dir.
     staged: Vec<(Cid, Option<OwnedFd>)>,
@@ -413,12 +585,15 @@ impl WriteBatch<'_> {
         let (fd, kept) = self.create_staging()?;
         let mut file = File::from(fd);
         file.write_all(data)
-            .map_err(|e| BlockError::io("writing", &self.dir, e))?;
+            .map_err(|e| BlockError::io("writing", self.dir(), e))?;
         // Start writing the block to disk now, without waiting (`POSIX_FADV_DONTNEED` starts
         // writeback of dirty pages; pages still being written stay cached). The disk then works
         // while the next blocks are hashed, and the commit's `syncfs` finds little left to do:
         // measured, it otherwise waited for the whole batch at the end.
-        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+        // Deferred durability leaves the pages to writeback, as Nix does with its store files.
+        if self.store.durability == Durability::EachCommit {
+            let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+        }
         // An unnamed file stays open until it is linked into place at commit.
         let kept = kept.then(|| OwnedFd::from(file));
         self.seen.insert(*cid);
@@ -436,7 +611,7 @@ impl WriteBatch<'_> {
     fn create_staging(&mut self) -> Result<(OwnedFd, bool), BlockError> {
         if self.tmpfile {
             match rustix::fs::openat(
-                &self.dir_fd,
+                self.dir_fd(),
                 ".",
                 OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
                 Mode::from_raw_mode(0o444),
@@ -450,23 +625,31 @@ impl WriteBatch<'_> {
                     debug!("no O_TMPFILE here; staging named files");
                     self.tmpfile = false;
                 }
-                Err(e) => return Err(BlockError::io("creating an unnamed file in", &self.dir, e)),
+                Err(e) => {
+                    return Err(BlockError::io("creating an unnamed file in", self.dir(), e));
+                }
             }
         }
-        let name = self.staged.len().to_string();
+        let name = self.staged_name(self.staged.len());
         let fd = rustix::fs::openat(
-            &self.dir_fd,
+            self.dir_fd(),
             name.as_str(),
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o444),
         )
-        .map_err(|e| BlockError::io("creating", self.dir.join(&name), e))?;
+        .map_err(|e| BlockError::io("creating", self.dir().join(&name), e))?;
         Ok((fd, false))
     }
 
-    /// Makes every staged block durable under its final name.
+    /// Puts every staged block under its final name: durable when this returns with
+    /// [`Durability::EachCommit`], at the next [`BlockStore::flush`] with
+    /// [`Durability::Deferred`].
     pub fn commit(&mut self) -> Result<(), BlockError> {
+        let deferred = self.store.durability == Durability::Deferred;
         if self.staged.is_empty() {
+            if deferred {
+                return Ok(());
+            }
             if std::mem::take(&mut self.relies_on_existing) {
                 // Cheap when nothing is dirty; otherwise it is another batch's names, which
                 // this batch's caller is about to register paths on.
@@ -475,8 +658,14 @@ impl WriteBatch<'_> {
             }
             return Ok(());
         }
-        // 1. Contents durable.
-        rustix::fs::syncfs(&self.dir_fd).map_err(|e| BlockError::io("syncing", &self.dir, e))?;
+        if deferred {
+            // The marker is on disk before any name that may outlive its contents.
+            self.store.mark_unsynced()?;
+        } else {
+            // 1. Contents durable.
+            rustix::fs::syncfs(&self.store.root_fd)
+                .map_err(|e| BlockError::io("syncing", &self.store.root, e))?;
+        }
         // 2. Names appear.
         for (i, (cid, fd)) in self.staged.iter().enumerate() {
             let rel = relative_path(cid);
@@ -501,8 +690,8 @@ impl WriteBatch<'_> {
             let placed = match fd {
                 Some(fd) => link_unnamed(fd, &self.store.root_fd, &rel),
                 None => rustix::fs::renameat(
-                    &self.dir_fd,
-                    i.to_string().as_str(),
+                    self.dir_fd(),
+                    self.staged_name(i).as_str(),
                     &self.store.root_fd,
                     rel.as_str(),
                 ),
@@ -520,8 +709,10 @@ impl WriteBatch<'_> {
             }
         }
         // 3. Names durable.
-        rustix::fs::syncfs(&self.store.root_fd)
-            .map_err(|e| BlockError::io("syncing", &self.store.root, e))?;
+        if !deferred {
+            rustix::fs::syncfs(&self.store.root_fd)
+                .map_err(|e| BlockError::io("syncing", &self.store.root, e))?;
+        }
         debug!(
             blocks = self.staged.len(),
             bytes = self.staged_bytes,
@@ -532,6 +723,26 @@ impl WriteBatch<'_> {
         self.relies_on_existing = false;
         self.staged_bytes = 0;
         Ok(())
+    }
+
+    /// The process's staging directory (made when the batch was).
+    fn dir(&self) -> &Path {
+        self.store
+            .process_staging
+            .get()
+            .map_or(self.store.staging.as_path(), |(dir, _)| dir.as_path())
+    }
+
+    fn dir_fd(&self) -> &OwnedFd {
+        self.store
+            .process_staging
+            .get()
+            .map_or(&self.store.staging_fd, |(_, fd)| fd)
+    }
+
+    /// The name of the `i`th staged file where the file system has no unnamed files.
+    fn staged_name(&self, i: usize) -> String {
+        format!("{}-{i}", self.seq)
     }
 
     /// Blocks and bytes this batch wrote (new blocks only).
@@ -565,9 +776,26 @@ fn link_unnamed(fd: &OwnedFd, dir: &OwnedFd, name: &str) -> rustix::io::Result<(
 
 impl Drop for WriteBatch<'_> {
     fn drop(&mut self) {
-        // Uncommitted staging is garbage; committed blocks stay (unreferenced until registered).
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            warn!(path = %self.dir.display(), error = %e, "cannot remove staging directory");
+        // Uncommitted staging is garbage (unnamed files vanish when closed); committed blocks
+        // stay (unreferenced until registered).
+        for i in 0..self.staged.len() {
+            if self.staged[i].1.is_none() {
+                let name = self.staged_name(i);
+                if let Err(e) = rustix::fs::unlinkat(self.dir_fd(), name.as_str(), AtFlags::empty())
+                {
+                    warn!(path = %self.dir().join(&name).display(), error = %e, "cannot remove staging");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for BlockStore {
+    fn drop(&mut self) {
+        if let Some((dir, _)) = self.process_staging.get()
+            && let Err(e) = std::fs::remove_dir_all(dir)
+        {
+            warn!(path = %dir.display(), error = %e, "cannot remove staging directory");
         }
     }
 }
@@ -600,10 +828,12 @@ mod tests {
         assert!(!again.put(&cid, b"hello").expect("put existing"));
         drop(again);
         drop(batch);
-        let staging: Vec<_> = std::fs::read_dir(dir.path().join("blocks/.tmp"))
-            .expect("staging")
-            .collect();
-        assert!(staging.is_empty(), "staging left behind");
+        // The process's staging directory stays while the store is open, empty.
+        for entry in std::fs::read_dir(dir.path().join("blocks/.tmp")).expect("staging") {
+            let entry = entry.expect("entry");
+            let left: Vec<_> = std::fs::read_dir(entry.path()).expect("dir").collect();
+            assert!(left.is_empty(), "staging left behind: {left:?}");
+        }
         let mut seen = Vec::new();
         store
             .for_each_block(|c, size| {
@@ -648,6 +878,54 @@ mod tests {
         }
         assert_eq!(listings[0], listings[1]);
         assert_eq!(listings[0].len(), blocks.len());
+    }
+
+    /// Deferred durability: a commit links at once under a durable marker; a flush removes
+    /// it; a store reopened with the marker finds and removes blocks whose contents were lost,
+    /// and keeps intact ones.
+    #[test]
+    fn deferred_commits_leave_a_marker_until_flushed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open_with(dir.path(), Durability::Deferred).expect("open");
+        assert_eq!(store.unsynced_since().expect("marker"), None);
+        assert!(!store.flush().expect("flush"), "nothing to flush yet");
+        let kept = Cid::of(Codec::Raw, b"kept");
+        let lost = Cid::of(Codec::Raw, b"lost in the crash");
+        let mut batch = store.batch().expect("batch");
+        batch.put(&kept, b"kept").expect("put");
+        batch.put(&lost, b"lost in the crash").expect("put");
+        batch.commit().expect("commit");
+        drop(batch);
+        let since = store.unsynced_since().expect("marker").expect("marked");
+        assert!(store.contains(&kept).expect("contains"));
+        assert!(store.flush().expect("flush"));
+        assert_eq!(store.unsynced_since().expect("marker"), None);
+
+        // As after a crash: a marker, and a named block whose contents did not reach the disk.
+        let mut batch = store.batch().expect("batch");
+        let third = Cid::of(Codec::Raw, b"third");
+        batch.put(&third, b"third").expect("put");
+        batch.commit().expect("commit");
+        let path = store.path_of(&lost);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::fs::write(&path, b"").expect("truncate");
+        drop(batch);
+        drop(store);
+        let store = BlockStore::open_with(dir.path(), Durability::Deferred).expect("reopen");
+        let since_again = store
+            .unsynced_since()
+            .expect("marker")
+            .expect("still marked");
+        assert!(since_again >= since);
+        let removed = store
+            .remove_damaged_since(since - std::time::Duration::from_secs(5))
+            .expect("recover");
+        assert_eq!(removed, vec![lost]);
+        assert_eq!(store.check(&kept).expect("check"), BlockState::Ok);
+        assert_eq!(store.check(&third).expect("check"), BlockState::Ok);
+        assert_eq!(store.check(&lost).expect("check"), BlockState::Missing);
+        assert!(store.flush().expect("flush"));
+        assert_eq!(store.unsynced_since().expect("marker"), None);
     }
 
     #[test]

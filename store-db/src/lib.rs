@@ -20,6 +20,7 @@
 mod info_cache;
 pub mod query;
 pub mod realisation;
+pub mod unsynced;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -165,6 +166,8 @@ pub struct StoreDb {
     readers: SqlitePool,
     writer: SqlitePool,
     infos: Arc<info_cache::InfoCache>,
+    /// Whether registrations are recorded in `UnsyncedPaths` (see [`unsynced`]).
+    track_unsynced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn is_busy(e: &sqlx::Error) -> bool {
@@ -224,6 +227,7 @@ impl StoreDb {
             readers,
             writer,
             infos: Arc::new(info_cache::InfoCache::new()),
+            track_unsynced: Arc::default(),
         })
     }
 
@@ -310,6 +314,12 @@ impl StoreDb {
                 .execute(&mut *tx)
                 .await?;
             insert_blocks(&mut tx, id, &p.blocks).await?;
+            if self.tracking_unsynced() {
+                sqlx::query("INSERT OR IGNORE INTO UnsyncedPaths (path) VALUES (?)")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             for (output, out_path) in &p.derivation_outputs {
                 sqlx::query(
                     "INSERT OR REPLACE INTO DerivationOutputs (drv, output, path) VALUES (?, ?, ?)",
@@ -705,6 +715,62 @@ mod tests {
         assert!(db.is_valid(&b).await.expect("valid"));
         db.forget_cached();
         assert_eq!(db.path_info(&a).await.expect("query"), Some(updated));
+    }
+
+    /// Registrations while tracking are listed as unsynced until forgotten; removing a
+    /// damaged path takes its referrers along and leaves the rest.
+    #[tokio::test]
+    async fn unsynced_registrations_and_removal_with_referrers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = StoreDb::open(&dir.path().join("db.sqlite"))
+            .await
+            .expect("open");
+        let (a, b, c, d) = (sp("a", 1), sp("b", 2), sp("c", 3), sp("d", 4));
+        db.register_paths(&[new_path(a.clone(), &[], &[b"x"])])
+            .await
+            .expect("register");
+        db.set_tracking_unsynced(true);
+        db.register_paths(&[new_path(b.clone(), &[&a], &[b"y"])])
+            .await
+            .expect("register");
+        let mark = db.unsynced_mark().await.expect("mark");
+        assert!(mark.is_some());
+        db.register_paths(&[
+            new_path(c.clone(), &[&b, &c], &[b"z"]),
+            new_path(d.clone(), &[&a], &[b"w"]),
+        ])
+        .await
+        .expect("register");
+        assert_eq!(
+            db.unsynced_paths().await.expect("unsynced"),
+            vec![b.clone(), c.clone(), d.clone()]
+        );
+        db.forget_unsynced(mark).await.expect("forget");
+        assert_eq!(
+            db.unsynced_paths().await.expect("unsynced"),
+            vec![c.clone(), d.clone()]
+        );
+        assert!(db.path_info(&c).await.expect("query").is_some());
+        let removed = db
+            .remove_with_referrers(&[b.clone()])
+            .await
+            .expect("remove");
+        assert_eq!(removed, BTreeSet::from([b.clone(), c.clone()]));
+        assert_eq!(
+            db.all_paths().await.expect("all"),
+            vec![a.clone(), d.clone()]
+        );
+        assert!(
+            db.path_info(&c).await.expect("query").is_none(),
+            "cache forgot it"
+        );
+        assert!(db.referrers(&a).await.expect("referrers").contains(&d));
+        assert_eq!(
+            db.unsynced_paths().await.expect("unsynced"),
+            vec![d.clone()]
+        );
+        db.forget_unsynced(None).await.expect("forget all");
+        assert!(db.unsynced_paths().await.expect("unsynced").is_empty());
     }
 
     #[tokio::test]

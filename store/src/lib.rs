@@ -19,6 +19,7 @@
 
 pub mod add;
 pub mod drv;
+pub mod durability;
 pub mod export;
 pub mod fs_source;
 pub mod ingest;
@@ -49,6 +50,7 @@ pub use crate::export::ExportError;
 pub use crate::ingest::{IngestError, IngestOptions, Ingested};
 pub use crate::tree::TreeError;
 pub use crate::verify::{Problem, VerifyReport};
+pub use pkgchain_blockstore::Durability;
 pub use pkgchain_store_db::PathInfo;
 pub use pkgchain_store_db::realisation::{DrvHashOutput, RealisationKey, RealisationValue};
 
@@ -189,6 +191,8 @@ pub struct StoreConfig {
     pub db_file: PathBuf,
     /// The block store root (`/ipfs/blocks`).
     pub blocks_dir: PathBuf,
+    /// When added paths' blocks reach the disk (see [`durability`]).
+    pub durability: Durability,
 }
 
 impl StoreConfig {
@@ -199,6 +203,7 @@ impl StoreConfig {
             store_dir,
             db_file: state_dir.join("pkgchain").join("store.sqlite"),
             blocks_dir: ipfs_dir.join("blocks"),
+            durability: Durability::EachCommit,
         }
     }
 }
@@ -260,16 +265,19 @@ impl Store {
                 })
             })?;
         }
-        let blocks = BlockStore::open(&config.blocks_dir)?;
+        let blocks = BlockStore::open_with(&config.blocks_dir, config.durability)?;
         let db = StoreDb::open(&config.db_file).await?;
-        Ok(Store(Arc::new(Inner {
+        db.set_tracking_unsynced(config.durability == Durability::Deferred);
+        let store = Store(Arc::new(Inner {
             config,
             blocks,
             db,
             runtime,
             drv_hashes: Mutex::new(DrvHashes::new()),
             locks: locks::PathLocks::default(),
-        })))
+        }));
+        store.recover_unsynced().await?;
+        Ok(store)
     }
 
     /// The runtime the store was opened in.
@@ -489,13 +497,77 @@ mod tests {
     }
 
     async fn open_store(dir: &Path) -> Store {
+        open_store_with(dir, Durability::EachCommit).await
+    }
+
+    async fn open_store_with(dir: &Path, durability: Durability) -> Store {
         Store::open(StoreConfig {
             store_dir: StoreDir::default(),
             db_file: dir.join("db/store.sqlite"),
             blocks_dir: dir.join("blocks"),
+            durability,
         })
         .await
         .expect("open store")
+    }
+
+    /// Deferred durability: a path added after the last flush whose block lost its contents
+    /// (as in a power loss) is unregistered when the store is opened again; a path that was
+    /// flushed, and one whose blocks survived, stay valid.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_before_the_flush_never_leaves_a_damaged_path_valid() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = dir.path().join("input");
+        std::fs::create_dir_all(&input).expect("mkdir");
+        let file = |name: &str, text: &str| {
+            let p = input.join(name);
+            std::fs::write(&p, text).expect("write");
+            p
+        };
+        let store = open_store_with(dir.path(), Durability::Deferred).await;
+        let flushed = store
+            .add_path(&file("flushed", "flushed before the crash"), None)
+            .await
+            .expect("add");
+        store.flush_unsynced().await.expect("flush");
+        assert_eq!(store.blocks().unsynced_since().expect("marker"), None);
+        let survivor = store
+            .add_path(&file("survivor", "written, not yet synced, intact"), None)
+            .await
+            .expect("add");
+        let damaged = store
+            .add_path(&file("damaged", "written, not yet synced, lost"), None)
+            .await
+            .expect("add");
+        assert!(store.is_valid_path(&damaged).await.expect("valid"));
+        let root = store.root_of(&damaged).await.expect("root");
+        let block = store.blocks().path_of(&root);
+        std::fs::set_permissions(&block, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::fs::write(&block, b"").expect("lose the contents");
+        // The crash: no flush.
+        store.db().close().await;
+        drop(store);
+        let store = open_store_with(dir.path(), Durability::Deferred).await;
+        assert!(store.is_valid_path(&flushed).await.expect("valid"));
+        assert!(store.is_valid_path(&survivor).await.expect("valid"));
+        assert!(!store.is_valid_path(&damaged).await.expect("valid"));
+        assert!(!store.blocks().contains(&root).expect("contains"));
+        assert_eq!(store.blocks().unsynced_since().expect("marker"), None);
+        assert!(
+            store
+                .db()
+                .unsynced_paths()
+                .await
+                .expect("unsynced")
+                .is_empty()
+        );
+        // The lost path can be added again.
+        let again = store
+            .add_path(&file("damaged", "written, not yet synced, lost"), None)
+            .await
+            .expect("add again");
+        assert_eq!(again, damaged);
+        assert!(!store.blocks().read(&root).expect("read").is_empty());
     }
 
     /// The NAR of a tree as our own walker and writer produce it.

@@ -25,6 +25,7 @@ async fn open_store(dir: &Path) -> Store {
         store_dir: StoreDir::default(),
         db_file: dir.join("db/store.sqlite"),
         blocks_dir: dir.join("blocks"),
+        durability: pkgchain_store::Durability::EachCommit,
     })
     .await
     .expect("open store")

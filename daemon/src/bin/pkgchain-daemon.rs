@@ -17,9 +17,9 @@ use pkgchain_daemon::locations::Locations;
 use pkgchain_daemon::nix_conf::NixConfig;
 use pkgchain_daemon::process;
 use pkgchain_daemon::server::{self, DaemonState, REPORTED_NIX_VERSION};
-use pkgchain_store::Store;
+use pkgchain_store::{Durability, Store};
 use pkgchain_store_view::{OpenMode, ViewMode, resolve_mode};
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Parser)]
 #[command(
@@ -100,7 +100,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if cli.stdio {
         return stdio(&loc, &socket, config, rules).await;
     }
-    let store_config = loc.store_config()?;
+    let mut store_config = loc.store_config()?;
+    // Nix leaves store files to writeback unless told otherwise; so do we, safely (see
+    // pkgchain_store::durability), and flush every few seconds.
+    if !config
+        .bool("fsync-store-paths", false)
+        .context("setting 'fsync-store-paths'")?
+    {
+        store_config.durability = Durability::Deferred;
+    }
     let store = Store::open(store_config)
         .await
         .context("cannot open the store")?;
@@ -151,12 +159,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             _ = term.recv() => {}
         }
     };
+    let flusher = tokio::spawn(flush_periodically(store.clone()));
     server::serve(listener, state, shutdown).await;
+    flusher.abort();
+    if let Err(e) = store.flush_unsynced().await {
+        warn!(error = %e, "cannot flush the store's last writes");
+    }
     if let Some(m) = mounts {
         tokio::task::spawn_blocking(move || m.unmount()).await?;
     }
     info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long an added path may wait for its blocks to be synced (deferred durability). Linux
+/// writes dirty pages back after 30 s by default; Nix, with `fsync-store-paths = false`, leaves
+/// its store files to that.
+const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Syncs what was added since the last time, every [`FLUSH_INTERVAL`].
+async fn flush_periodically(store: Store) {
+    let mut ticks = tokio::time::interval(FLUSH_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(e) = store.flush_unsynced().await {
+            warn!(error = %e, "cannot flush the store's recent writes; trying again later");
+        }
+    }
 }
 
 /// `--stdio`: one client on standard input and output. When a daemon serves the socket, the
