@@ -269,7 +269,7 @@ impl BlockStore {
             .map_or(0, |d| d.as_secs() as i64);
         let mut changed: Vec<Cid> = Vec::new();
         self.for_each_block_file(|cid, stat| {
-            if stat.st_ctime as i64 >= since {
+            if stat.st_ctime >= since {
                 changed.push(cid);
             }
             Ok(())

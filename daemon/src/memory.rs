@@ -17,3 +17,19 @@ pub fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// Allocations at least this large are mapped on their own (and unmapped when freed).
+const MMAP_THRESHOLD: i32 = 4 * 1024 * 1024;
+
+/// Fixes glibc's threshold for mapping large allocations on their own. By default it rises to
+/// the size of the largest such block freed, up to 32 MiB; after that, FUSE's 16 MiB request
+/// buffer came from the main heap, which `calloc` zeroes page by page: 17 of an idle daemon's
+/// 27 MiB resident (measured; 10 MiB with the threshold fixed). Call once, at start.
+#[allow(unsafe_code)]
+pub fn fix_allocator_thresholds() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets the allocator's own tunables, under its own lock.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}

@@ -249,7 +249,21 @@ impl StoreDb {
         // Also on failure: a commit whose answer was lost may have happened.
         self.infos
             .invalidate(paths.iter().map(|p| p.info.path.base_name()));
-        result
+        // A path that was not valid before is stored exactly as given: the next query (the
+        // daemon answers an add with the path's metadata) need not read it back.
+        let fresh = result?;
+        let generation = self.infos.generation();
+        let mut times: HashMap<&StorePath, usize> = HashMap::new();
+        for p in paths {
+            *times.entry(&p.info.path).or_default() += 1;
+        }
+        for info in fresh {
+            // Given twice in one call, the second registration may have changed the first.
+            if times.get(&info.path) == Some(&1) {
+                self.infos.insert(generation, Arc::new(info));
+            }
+        }
+        Ok(())
     }
 
     /// Forgets the cached metadata of valid paths (to give memory back while idle); the next
@@ -258,21 +272,30 @@ impl StoreDb {
         self.infos.clear();
     }
 
-    async fn try_register(&self, paths: &[NewPath]) -> Result<(), DbError> {
+    /// Returns the metadata of the paths that were not valid before, as now stored.
+    async fn try_register(&self, paths: &[NewPath]) -> Result<Vec<PathInfo>, DbError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let mut ids: HashMap<&StorePath, i64> = HashMap::new();
+        let mut fresh: Vec<PathInfo> = Vec::new();
         for p in paths {
             let i = &p.info;
             // Signatures already there are kept: merged as sets, never duplicated.
             let mut sigs = i.sigs.clone();
-            if let Some(row) = sqlx::query("SELECT sigs FROM ValidPaths WHERE path = ?")
+            let existed = match sqlx::query("SELECT sigs FROM ValidPaths WHERE path = ?")
                 .bind(i.path.base_name())
                 .fetch_optional(&mut *tx)
                 .await?
             {
-                let old: String = row.try_get(0)?;
-                sigs.extend(old.split_whitespace().map(str::to_owned));
-            }
+                Some(row) => {
+                    let old: String = row.try_get(0)?;
+                    sigs.extend(old.split_whitespace().map(str::to_owned));
+                    true
+                }
+                None => {
+                    fresh.push(i.clone());
+                    false
+                }
+            };
             let sigs = join_sigs(&sigs);
             let id: i64 = sqlx::query(
                 "INSERT INTO ValidPaths
@@ -300,19 +323,17 @@ impl StoreDb {
             .await?
             .try_get(0)?;
             ids.insert(&i.path, id);
-            // A re-registration replaces the block list and references.
-            sqlx::query("DELETE FROM PathBlocks WHERE path = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM Refs WHERE referrer = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM DerivationOutputs WHERE drv = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            // A re-registration replaces the block list and references (each statement is a
+            // round trip to the database thread: a new path skips these).
+            if existed {
+                for statement in [
+                    "DELETE FROM PathBlocks WHERE path = ?",
+                    "DELETE FROM Refs WHERE referrer = ?",
+                    "DELETE FROM DerivationOutputs WHERE drv = ?",
+                ] {
+                    sqlx::query(statement).bind(id).execute(&mut *tx).await?;
+                }
+            }
             insert_blocks(&mut tx, id, &p.blocks).await?;
             if self.tracking_unsynced() {
                 sqlx::query("INSERT OR IGNORE INTO UnsyncedPaths (path) VALUES (?)")
@@ -333,30 +354,59 @@ impl StoreDb {
         }
         for p in paths {
             let referrer = ids[&p.info.path];
+            // References registered in this transaction by id; the others in one statement,
+            // which must find every one of them valid.
+            let mut elsewhere: Vec<&StorePath> = Vec::new();
             for r in &p.info.references {
-                let reference = match ids.get(r) {
-                    Some(&id) => id,
-                    None => sqlx::query("SELECT id FROM ValidPaths WHERE path = ?")
+                match ids.get(r) {
+                    Some(&reference) => {
+                        sqlx::query(
+                            "INSERT OR IGNORE INTO Refs (referrer, reference) VALUES (?, ?)",
+                        )
+                        .bind(referrer)
+                        .bind(reference)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    None => elsewhere.push(r),
+                }
+            }
+            if elsewhere.is_empty() {
+                continue;
+            }
+            // Base names are letters, digits and `+-._?=`: nothing to escape in JSON.
+            let names = elsewhere
+                .iter()
+                .map(|r| format!("\"{}\"", r.base_name()))
+                .collect::<Vec<_>>()
+                .join(",");
+            let inserted = sqlx::query(
+                "INSERT OR IGNORE INTO Refs (referrer, reference)
+                 SELECT ?, id FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))",
+            )
+            .bind(referrer)
+            .bind(format!("[{names}]"))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted < elsewhere.len() as u64 {
+                for r in elsewhere {
+                    let found = sqlx::query("SELECT 1 FROM ValidPaths WHERE path = ?")
                         .bind(r.base_name())
                         .fetch_optional(&mut *tx)
-                        .await?
-                        .map(|row| row.try_get::<i64, _>(0))
-                        .transpose()?
-                        .ok_or_else(|| DbError::MissingReference {
+                        .await?;
+                    if found.is_none() {
+                        return Err(DbError::MissingReference {
                             path: p.info.path.to_string(),
                             reference: r.to_string(),
-                        })?,
-                };
-                sqlx::query("INSERT OR IGNORE INTO Refs (referrer, reference) VALUES (?, ?)")
-                    .bind(referrer)
-                    .bind(reference)
-                    .execute(&mut *tx)
-                    .await?;
+                        });
+                    }
+                }
             }
         }
         tx.commit().await?;
         debug!(count = paths.len(), "registered paths");
-        Ok(())
+        Ok(fresh)
     }
 
     /// Whether `path` is valid.
@@ -687,6 +737,11 @@ mod tests {
             .await
             .expect("register");
         let first = db.path_info(&a).await.expect("query").expect("valid");
+        // Cached at registration, and exactly what the database holds.
+        assert_eq!(
+            db.path_info_uncached(&a).await.expect("query"),
+            Some(first.clone())
+        );
         assert_eq!(db.path_info(&a).await.expect("query"), Some(first.clone()));
         assert!(
             db.add_signatures(&a, &BTreeSet::from(["k2:sig2".to_owned()]))
@@ -752,7 +807,7 @@ mod tests {
         );
         assert!(db.path_info(&c).await.expect("query").is_some());
         let removed = db
-            .remove_with_referrers(&[b.clone()])
+            .remove_with_referrers(std::slice::from_ref(&b))
             .await
             .expect("remove");
         assert_eq!(removed, BTreeSet::from([b.clone(), c.clone()]));

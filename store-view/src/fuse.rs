@@ -52,6 +52,8 @@ pub const ROOT_INO: u64 = 1;
 const TTL: Duration = Duration::from_secs(3600);
 /// Decoded nodes kept in memory.
 const NODE_CACHE_ITEMS: usize = 65_536;
+/// The number of entries each cache is first sized for.
+const CACHE_START_ITEMS: usize = 256;
 /// Bytes of verified chunks kept in memory.
 const CHUNK_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Directory listings kept in memory.
@@ -270,9 +272,19 @@ impl ViewFs {
             rt,
             root_kind,
             inodes: RwLock::new(inodes),
-            nodes: Cache::new(NODE_CACHE_ITEMS),
-            chunks: Cache::with_weighter(1024, CHUNK_CACHE_BYTES, ChunkWeight),
-            listings: Cache::new(LISTING_CACHE_ITEMS),
+            // Sized for what an idle daemon needs; they grow to their capacity under use (a
+            // table sized for the capacity up front made 17 MiB of an idle daemon's 27 MiB).
+            nodes: Cache::with_weighter(
+                CACHE_START_ITEMS,
+                NODE_CACHE_ITEMS as u64,
+                quick_cache::UnitWeighter,
+            ),
+            chunks: Cache::with_weighter(CACHE_START_ITEMS, CHUNK_CACHE_BYTES, ChunkWeight),
+            listings: Cache::with_weighter(
+                CACHE_START_ITEMS,
+                LISTING_CACHE_ITEMS as u64,
+                quick_cache::UnitWeighter,
+            ),
             files: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             verified: Mutex::new(HashSet::new()),

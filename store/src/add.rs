@@ -482,7 +482,8 @@ fn ingest_data(
             let mut spool = Spool::new(spool_dir);
             // The file's own hash is wanted only for flat content addresses.
             let mut hasher = flat.then(|| Hasher::new(algo));
-            let mut buf = vec![0u8; stream::CHUNK];
+            // The reader hands out the pump's chunks; a small buffer copies them as well.
+            let mut buf = vec![0u8; 64 * 1024];
             loop {
                 let n = match reader.read(&mut buf) {
                     Ok(0) => break,
@@ -496,9 +497,25 @@ fn ingest_data(
                 spool.write(&buf[..n])?;
             }
             let (size, mut contents) = spool.finish()?;
-            let (ingested, ()) = ingest::ingest(store.blocks(), &options, |p| {
-                produce_file(p, size, &mut contents)
-            })?;
+            let ingested = if size <= ingest::SMALL_FILE {
+                let mut data = Vec::with_capacity(size as usize);
+                contents
+                    .take(size)
+                    .read_to_end(&mut data)
+                    .map_err(StoreError::Read)?;
+                if data.len() as u64 != size {
+                    return Err(StoreError::Read(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("spooled {size} bytes, read back {}", data.len()),
+                    )));
+                }
+                ingest::ingest_file_bytes(store.blocks(), &data)?
+            } else {
+                ingest::ingest(store.blocks(), &options, |p| {
+                    produce_file(p, size, &mut contents)
+                })?
+                .0
+            };
             (ingested, hasher.map(Hasher::finish))
         }
         DumpFormat::Nar => {

@@ -23,6 +23,9 @@ use crate::StoreError;
 pub(crate) const CHUNK: usize = 256 * 1024;
 /// Chunks in flight.
 pub(crate) const DEPTH: usize = 8;
+/// The first read's size; each read that fills the buffer doubles it, up to [`CHUNK`]. Most
+/// adds are small (a `.drv`): zeroing a whole chunk for each cost more than reading it.
+const FIRST_READ: usize = 16 * 1024;
 
 type Chunk = io::Result<Vec<u8>>;
 
@@ -146,7 +149,7 @@ enum Step {
 impl Pump {
     fn new(limit: Option<u64>) -> Pump {
         Pump {
-            buf: vec![0u8; CHUNK],
+            buf: vec![0u8; FIRST_READ],
             total: 0,
             limit,
         }
@@ -156,8 +159,12 @@ impl Pump {
     fn want(&self) -> Option<usize> {
         match self.limit {
             Some(l) if self.total >= l => None,
-            Some(l) => Some(CHUNK.min(usize::try_from(l - self.total).unwrap_or(CHUNK))),
-            None => Some(CHUNK),
+            Some(l) => Some(
+                self.buf
+                    .len()
+                    .min(usize::try_from(l - self.total).unwrap_or(CHUNK)),
+            ),
+            None => Some(self.buf.len()),
         }
     }
 
@@ -169,7 +176,11 @@ impl Pump {
             },
             Ok(n) => {
                 self.total += n as u64;
-                Step::Send(Ok(self.buf[..n].to_vec()), false)
+                let chunk = self.buf[..n].to_vec();
+                if n == self.buf.len() && n < CHUNK {
+                    self.buf.resize((n * 2).min(CHUNK), 0);
+                }
+                Step::Send(Ok(chunk), false)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Retry,
             Err(e) => Step::Send(Err(e), true),

@@ -58,6 +58,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    pkgchain_daemon::memory::fix_allocator_thresholds();
     let cli = Cli::parse();
     if cli.version {
         println!("nix-daemon (Nix) {REPORTED_NIX_VERSION}");
