@@ -185,7 +185,32 @@ impl BlockStore {
             process_staging: std::sync::OnceLock::new(),
         };
         store.remove_dead_staging();
+        store.make_shards()?;
         Ok(store)
+    }
+
+    /// Makes the 1,024 shard directories unless the last one exists (they are made in order):
+    /// making them as blocks arrive cost a `mkdir` in the first adds' path.
+    fn make_shards(&self) -> Result<(), BlockError> {
+        const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+        let last = [ALPHABET[31], ALPHABET[31]];
+        if rustix::fs::statat(&self.root_fd, OsStr::from_bytes(&last), AtFlags::empty()).is_ok() {
+            return Ok(());
+        }
+        for a in ALPHABET {
+            for b in ALPHABET {
+                self.make_shard(&format!("{}{}", char::from(*a), char::from(*b)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes one shard directory if it is missing.
+    fn make_shard(&self, name: &str) -> Result<(), BlockError> {
+        match rustix::fs::mkdirat(&self.root_fd, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+            Err(e) => Err(BlockError::io("creating", self.root.join(name), e)),
+        }
     }
 
     /// When blocks become durable.
@@ -504,7 +529,6 @@ impl BlockStore {
             max_blocks,
             seen: HashSet::new(),
             relies_on_existing: false,
-            shards_made: HashSet::new(),
             written_blocks: 0,
             written_bytes: 0,
         })
@@ -564,7 +588,6 @@ pub struct WriteBatch<'s> {
     /// A block this batch relies on was already on disk: another writer may have linked it
     /// without having made its name durable yet, so commit must sync even with nothing staged.
     relies_on_existing: bool,
-    shards_made: HashSet<[u8; 2]>,
     written_blocks: u64,
     written_bytes: u64,
 }
@@ -669,25 +692,7 @@ impl WriteBatch<'_> {
         // 2. Names appear.
         for (i, (cid, fd)) in self.staged.iter().enumerate() {
             let rel = relative_path(cid);
-            let shard: [u8; 2] = [rel.as_bytes()[0], rel.as_bytes()[1]];
-            if self.shards_made.insert(shard) {
-                let shard_name = OsStr::from_bytes(&shard);
-                match rustix::fs::mkdirat(
-                    &self.store.root_fd,
-                    shard_name,
-                    Mode::from_raw_mode(0o755),
-                ) {
-                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                    Err(e) => {
-                        return Err(BlockError::io(
-                            "creating",
-                            self.store.root.join(shard_name),
-                            e,
-                        ));
-                    }
-                }
-            }
-            let placed = match fd {
+            let place = || match fd {
                 Some(fd) => link_unnamed(fd, &self.store.root_fd, &rel),
                 None => rustix::fs::renameat(
                     self.dir_fd(),
@@ -696,6 +701,12 @@ impl WriteBatch<'_> {
                     rel.as_str(),
                 ),
             };
+            let mut placed = place();
+            if placed == Err(rustix::io::Errno::NOENT) {
+                // The shard directory is missing (open makes them all; someone removed it).
+                self.store.make_shard(&rel[..2])?;
+                placed = place();
+            }
             match placed {
                 // Another writer placed the same block meanwhile: same bytes, nothing to do.
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
@@ -926,6 +937,25 @@ mod tests {
         assert_eq!(store.check(&lost).expect("check"), BlockState::Missing);
         assert!(store.flush().expect("flush"));
         assert_eq!(store.unsynced_since().expect("marker"), None);
+    }
+
+    /// Opening makes every shard a block can land in, so adds never make directories.
+    #[test]
+    fn open_makes_every_shard() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open(dir.path()).expect("open");
+        let shards: HashSet<String> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.len() == 2)
+            .collect();
+        assert_eq!(shards.len(), 1024);
+        for i in 0u32..2000 {
+            let cid = Cid::of(Codec::Raw, &i.to_le_bytes());
+            let rel = relative_path(&cid);
+            assert!(shards.contains(&rel[..2]), "{rel}");
+        }
+        drop(store);
     }
 
     #[test]

@@ -5,10 +5,11 @@
 //! their references, derivation outputs, realisations, and which blocks every path uses, so the
 //! collector can tell live blocks from dead ones without reading any block.
 //!
-//! Concurrency: readers use a pool of connections and never wait for the writer (WAL). Writes go
-//! through one connection per process and run as `BEGIN IMMEDIATE` transactions; when another
-//! process holds the write lock, the transaction is retried until it gets it, so callers never
-//! see "database is busy".
+//! Concurrency: readers use a pool of connections and never wait for the writers (WAL).
+//! Registration runs on a rusqlite connection of its own, one blocking call per transaction
+//! ([`StoreDb::register_paths`]); other writes go through one sqlx connection. Both run `BEGIN IMMEDIATE`
+//! transactions; when another connection or process holds the write lock, the transaction is
+//! retried until it gets it, so callers never see "database is busy".
 //!
 //! Invariant kept here: a path is registered together with all of its references being valid
 //! (or registered in the same transaction), and a registered path's row, references, block
@@ -20,6 +21,7 @@
 mod info_cache;
 pub mod query;
 pub mod realisation;
+mod register;
 pub mod unsynced;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -31,15 +33,12 @@ use std::time::Duration;
 use pkgchain_dag::Cid;
 use pkgchain_store_model::hash::{Hash, HashAlgo};
 use pkgchain_store_model::store_path::StorePath;
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row};
 use thiserror::Error;
-use tracing::{debug, warn};
-
-/// Rows per multi-row statement when inserting block lists (SQLite allows 32766 parameters).
-const BLOCK_BATCH: usize = 400;
+use tracing::warn;
 
 /// Why a database operation failed.
 #[derive(Debug, Error)]
@@ -47,6 +46,12 @@ pub enum DbError {
     /// SQLite or sqlx failed.
     #[error("metadata database: {0}")]
     Sql(#[from] sqlx::Error),
+    /// SQLite failed on the registering connection.
+    #[error("metadata database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A blocking database task did not finish.
+    #[error("metadata database task: {0}")]
+    Task(String),
     /// Applying the schema failed.
     #[error("metadata database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -166,6 +171,8 @@ pub struct StoreDb {
     readers: SqlitePool,
     writer: SqlitePool,
     infos: Arc<info_cache::InfoCache>,
+    /// The connection that registers paths.
+    registrar: Arc<register::Registrar>,
     /// Whether registrations are recorded in `UnsyncedPaths` (see [`unsynced`]).
     track_unsynced: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -182,7 +189,7 @@ fn is_busy(e: &sqlx::Error) -> bool {
 }
 
 /// SQLite's page cache of the writing connection, in KiB (negative: a size, not pages).
-const WRITER_CACHE_KIB: &str = "-2000";
+pub(crate) const WRITER_CACHE_KIB: &str = "-2000";
 /// The page cache of each of the 8 reading connections. Kept small: each cache grows with the
 /// database up to this size and is never given back, and the kernel's page cache holds the
 /// database file anyway (16 MiB each made a 60 s load of 64 clients grow the daemon by
@@ -227,6 +234,7 @@ impl StoreDb {
             readers,
             writer,
             infos: Arc::new(info_cache::InfoCache::new()),
+            registrar: Arc::new(register::Registrar::open(file)?),
             track_unsynced: Arc::default(),
         })
     }
@@ -242,10 +250,20 @@ impl StoreDb {
     /// Every reference must be valid already or be one of `paths`. Re-registering a valid path
     /// updates its metadata (signatures are merged) and keeps its id.
     pub async fn register_paths(&self, paths: &[NewPath]) -> Result<(), DbError> {
+        let db = self.clone();
+        let owned = paths.to_vec();
+        tokio::task::spawn_blocking(move || db.register_paths_blocking(&owned))
+            .await
+            .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
+    /// [`StoreDb::register_paths`] on the calling thread, which it blocks (for callers that
+    /// are on a blocking thread already).
+    pub fn register_paths_blocking(&self, paths: &[NewPath]) -> Result<(), DbError> {
         for p in paths {
             check_sigs(&p.info.sigs)?;
         }
-        let result = retry_busy(|| self.try_register(paths)).await;
+        let result = self.registrar.register(paths, self.tracking_unsynced());
         // Also on failure: a commit whose answer was lost may have happened.
         self.infos
             .invalidate(paths.iter().map(|p| p.info.path.base_name()));
@@ -270,143 +288,6 @@ impl StoreDb {
     /// queries read the database again.
     pub fn forget_cached(&self) {
         self.infos.clear();
-    }
-
-    /// Returns the metadata of the paths that were not valid before, as now stored.
-    async fn try_register(&self, paths: &[NewPath]) -> Result<Vec<PathInfo>, DbError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut ids: HashMap<&StorePath, i64> = HashMap::new();
-        let mut fresh: Vec<PathInfo> = Vec::new();
-        for p in paths {
-            let i = &p.info;
-            // Signatures already there are kept: merged as sets, never duplicated.
-            let mut sigs = i.sigs.clone();
-            let existed = match sqlx::query("SELECT sigs FROM ValidPaths WHERE path = ?")
-                .bind(i.path.base_name())
-                .fetch_optional(&mut *tx)
-                .await?
-            {
-                Some(row) => {
-                    let old: String = row.try_get(0)?;
-                    sigs.extend(old.split_whitespace().map(str::to_owned));
-                    true
-                }
-                None => {
-                    fresh.push(i.clone());
-                    false
-                }
-            };
-            let sigs = join_sigs(&sigs);
-            let id: i64 = sqlx::query(
-                "INSERT INTO ValidPaths
-                   (path, nar_hash, nar_size, root_cid, deriver, registration_time, ultimate, sigs, ca)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT(path) DO UPDATE SET
-                   nar_hash = excluded.nar_hash, nar_size = excluded.nar_size,
-                   root_cid = excluded.root_cid,
-                   deriver = COALESCE(excluded.deriver, deriver),
-                   ultimate = excluded.ultimate OR ultimate,
-                   sigs = excluded.sigs,
-                   ca = COALESCE(excluded.ca, ca)
-                 RETURNING id",
-            )
-            .bind(i.path.base_name())
-            .bind(i.nar_hash.to_nix32_prefixed())
-            .bind(i.nar_size as i64)
-            .bind(i.root.to_bytes().as_slice())
-            .bind(i.deriver.as_ref().map(StorePath::base_name))
-            .bind(i.registration_time)
-            .bind(i.ultimate)
-            .bind(sigs)
-            .bind(i.ca.as_deref())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-            ids.insert(&i.path, id);
-            // A re-registration replaces the block list and references (each statement is a
-            // round trip to the database thread: a new path skips these).
-            if existed {
-                for statement in [
-                    "DELETE FROM PathBlocks WHERE path = ?",
-                    "DELETE FROM Refs WHERE referrer = ?",
-                    "DELETE FROM DerivationOutputs WHERE drv = ?",
-                ] {
-                    sqlx::query(statement).bind(id).execute(&mut *tx).await?;
-                }
-            }
-            insert_blocks(&mut tx, id, &p.blocks).await?;
-            if self.tracking_unsynced() {
-                sqlx::query("INSERT OR IGNORE INTO UnsyncedPaths (path) VALUES (?)")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            for (output, out_path) in &p.derivation_outputs {
-                sqlx::query(
-                    "INSERT OR REPLACE INTO DerivationOutputs (drv, output, path) VALUES (?, ?, ?)",
-                )
-                .bind(id)
-                .bind(output)
-                .bind(out_path.base_name())
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        for p in paths {
-            let referrer = ids[&p.info.path];
-            // References registered in this transaction by id; the others in one statement,
-            // which must find every one of them valid.
-            let mut elsewhere: Vec<&StorePath> = Vec::new();
-            for r in &p.info.references {
-                match ids.get(r) {
-                    Some(&reference) => {
-                        sqlx::query(
-                            "INSERT OR IGNORE INTO Refs (referrer, reference) VALUES (?, ?)",
-                        )
-                        .bind(referrer)
-                        .bind(reference)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    None => elsewhere.push(r),
-                }
-            }
-            if elsewhere.is_empty() {
-                continue;
-            }
-            // Base names are letters, digits and `+-._?=`: nothing to escape in JSON.
-            let names = elsewhere
-                .iter()
-                .map(|r| format!("\"{}\"", r.base_name()))
-                .collect::<Vec<_>>()
-                .join(",");
-            let inserted = sqlx::query(
-                "INSERT OR IGNORE INTO Refs (referrer, reference)
-                 SELECT ?, id FROM ValidPaths WHERE path IN (SELECT value FROM json_each(?))",
-            )
-            .bind(referrer)
-            .bind(format!("[{names}]"))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted < elsewhere.len() as u64 {
-                for r in elsewhere {
-                    let found = sqlx::query("SELECT 1 FROM ValidPaths WHERE path = ?")
-                        .bind(r.base_name())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if found.is_none() {
-                        return Err(DbError::MissingReference {
-                            path: p.info.path.to_string(),
-                            reference: r.to_string(),
-                        });
-                    }
-                }
-            }
-        }
-        tx.commit().await?;
-        debug!(count = paths.len(), "registered paths");
-        Ok(fresh)
     }
 
     /// Whether `path` is valid.
@@ -608,37 +489,6 @@ impl StoreDb {
             block_uses: get(4)?,
         })
     }
-}
-
-async fn insert_blocks(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    path_id: i64,
-    blocks: &[(Cid, u64)],
-) -> Result<(), DbError> {
-    let mut unique: Vec<&(Cid, u64)> = blocks.iter().collect();
-    unique.sort_unstable_by_key(|(c, _)| *c);
-    unique.dedup_by_key(|(c, _)| *c);
-    for batch in unique.chunks(BLOCK_BATCH) {
-        let values = vec!["(?, ?)"; batch.len()].join(", ");
-        let sql =
-            format!("INSERT INTO Blocks (cid, size) VALUES {values} ON CONFLICT(cid) DO NOTHING");
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for (cid, size) in batch {
-            q = q.bind(cid.to_bytes().to_vec()).bind(*size as i64);
-        }
-        q.execute(&mut **tx).await?;
-        let marks = vec!["?"; batch.len()].join(", ");
-        let sql = format!(
-            "INSERT OR IGNORE INTO PathBlocks (path, block)
-             SELECT ?, id FROM Blocks WHERE cid IN ({marks})"
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(path_id);
-        for (cid, _) in batch {
-            q = q.bind(cid.to_bytes().to_vec());
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
 }
 
 fn parse_stored_path(s: &str) -> Result<StorePath, String> {

@@ -352,22 +352,22 @@ impl Store {
         info: PathInfo,
         blocks: Vec<(Cid, u64)>,
     ) -> Result<(), StoreError> {
-        let derivation_outputs = if info.path.is_derivation() {
-            let store = self.clone();
-            let path = info.path.clone();
-            let root = info.root;
-            blocking(move || store.check_new_derivation(&path, &root)).await?
-        } else {
-            BTreeMap::new()
-        };
-        self.db()
-            .register_paths(&[NewPath {
+        // One blocking call for the derivation checks and the transaction.
+        let store = self.clone();
+        blocking(move || {
+            let derivation_outputs = if info.path.is_derivation() {
+                store.check_new_derivation(&info.path, &info.root)?
+            } else {
+                BTreeMap::new()
+            };
+            store.db().register_paths_blocking(&[NewPath {
                 info,
                 blocks,
                 derivation_outputs,
-            }])
-            .await?;
-        Ok(())
+            }])?;
+            Ok(())
+        })
+        .await
     }
 
     /// What `nix-store --add PATH` does: the tree becomes a content-addressed source path
