@@ -290,6 +290,15 @@ impl StoreDb {
         self.infos.clear();
     }
 
+    /// [`StoreDb::is_valid`] on the calling thread, which it blocks (for callers on a blocking
+    /// thread already: no hand-off to a database thread).
+    pub fn is_valid_blocking(&self, path: &StorePath) -> Result<bool, DbError> {
+        if self.infos.get(path.base_name()).is_some() {
+            return Ok(true);
+        }
+        self.registrar.is_valid(path)
+    }
+
     /// Whether `path` is valid.
     pub async fn is_valid(&self, path: &StorePath) -> Result<bool, DbError> {
         if self.infos.get(path.base_name()).is_some() {

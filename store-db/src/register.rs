@@ -44,6 +44,14 @@ impl Registrar {
         })
     }
 
+    /// Whether `path` is valid, asked on this connection. Blocking.
+    pub(crate) fn is_valid(&self, path: &StorePath) -> Result<bool, DbError> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(conn
+            .prepare_cached("SELECT 1 FROM ValidPaths WHERE path = ?")?
+            .exists([path.base_name()])?)
+    }
+
     /// Registers `paths` in one transaction, waiting while another process holds the write
     /// lock. Returns the metadata of the paths that were not valid before. Blocking.
     pub(crate) fn register(

@@ -338,9 +338,22 @@ impl Store {
             .unwrap_or_else(std::env::temp_dir);
         let store = self.clone();
         let flat = method != ContentAddressMethod::NixArchive;
-        let (mut ingested, file_hash) =
-            crate::blocking(move || ingest_data(&store, reader, dump, flat, algo, &spool_dir))
-                .await?;
+        let (name_, references_) = (name.clone(), references.clone());
+        // Where the hash is known once the data is in, whether the path is valid is asked on
+        // the same blocking thread (no hand-off to a database thread; most adds are new).
+        let (mut ingested, file_hash, known_valid) = crate::blocking(move || {
+            let (ingested, file_hash) = ingest_data(&store, reader, dump, flat, algo, &spool_dir)?;
+            let known_valid = match &file_hash {
+                Some(hash) if !repair => {
+                    let ca = ContentAddress::new(method, hash.clone());
+                    let path = ca.store_path(store.store_dir(), &name_, &references_, false)?;
+                    Some(store.db().is_valid_blocking(&path)?)
+                }
+                _ => None,
+            };
+            Ok((ingested, file_hash, known_valid))
+        })
+        .await?;
         let hash = match file_hash {
             Some(h) => h,
             None => {
@@ -352,7 +365,12 @@ impl Store {
         let ca = ContentAddress::new(method, hash);
         let path = ca.store_path(self.store_dir(), &name, &references, false)?;
         let _lock = self.0.locks.lock(&path).await;
-        if !repair && let Some(existing) = self.db().path_info(&path).await? {
+        // (A path found not valid above and registered meanwhile is registered again, with
+        // the same contents: harmless.)
+        if !repair
+            && known_valid != Some(false)
+            && let Some(existing) = self.db().path_info(&path).await?
+        {
             debug!(path = %path, "already valid");
             return Ok(existing);
         }

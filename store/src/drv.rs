@@ -24,6 +24,7 @@ use pkgchain_store_model::derivation::hash_modulo::{check_invariants_at, static_
 use pkgchain_store_model::derivation::{Derivation, DerivationOutput, DrvHashes};
 use pkgchain_store_model::hash::Hash;
 use pkgchain_store_model::store_path::StorePath;
+use tracing::debug;
 
 use crate::tree::{self, Entry};
 use crate::{Store, StoreError};
@@ -147,14 +148,32 @@ impl Store {
                 DerivationOutput::InputAddressed(_) | DerivationOutput::Deferred
             )
         });
-        if input_addressed {
+        let mut memo = if input_addressed {
             let memo = self.input_hashes(&drv)?;
             check_invariants_at(&drv, drv_path, self.store_dir(), memo.lookup())
                 .map_err(invalid)?;
+            memo
         } else {
             // Fixed and floating outputs do not depend on the inputs' hashes.
             check_invariants_at(&drv, drv_path, self.store_dir(), |_| None).map_err(invalid)?;
+            self.0
+                .drv_hashes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        // Its own hash, while it is at hand: the derivations that use it come next (instantiate
+        // adds them in dependency order), and would otherwise read it back from the store. Only
+        // a shortcut: where it needs inputs not memoised (a floating content-addressed
+        // derivation), it is computed when first needed instead.
+        if memo
+            .compute(drv_path, self.store_dir(), |p| {
+                (p == drv_path).then(|| drv.clone())
+            })
+            .is_err()
+        {
+            debug!(drv = %drv_path, "modulo hash left for later");
         }
+        drop(memo);
         Ok(drv
             .outputs_and_paths(self.store_dir())
             .map_err(invalid)?
