@@ -768,21 +768,35 @@ impl WriteBatch<'_> {
     }
 }
 
-/// Gives an unnamed (`O_TMPFILE`) file a name: through `/proc/self/fd` (works for any user),
-/// else with `AT_EMPTY_PATH` (needs `CAP_DAC_READ_SEARCH`) where `/proc` is not mounted.
+/// Whether `linkat(AT_EMPTY_PATH)` works here (it needs `CAP_DAC_READ_SEARCH`); cleared at
+/// the first refusal.
+static EMPTY_PATH_LINKS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Gives an unnamed (`O_TMPFILE`) file a name: with `AT_EMPTY_PATH` where the process may (a
+/// daemon running as root; no path lookup), else through `/proc/self/fd` (any user).
 fn link_unnamed(fd: &OwnedFd, dir: &OwnedFd, name: &str) -> rustix::io::Result<()> {
     use std::os::fd::AsRawFd;
+    if EMPTY_PATH_LINKS.load(Ordering::Relaxed) {
+        match rustix::fs::linkat(fd, "", dir, name, AtFlags::EMPTY_PATH) {
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::PERM)
+                if name.split('/').next().is_some_and(|shard| {
+                    rustix::fs::statat(dir, shard, AtFlags::empty()).is_ok()
+                }) =>
+            {
+                // Refused for want of the capability (the directory is there).
+                EMPTY_PATH_LINKS.store(false, Ordering::Relaxed);
+            }
+            other => return other,
+        }
+    }
     let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    match rustix::fs::linkat(
+    rustix::fs::linkat(
         rustix::fs::CWD,
         proc_path.as_str(),
         dir,
         name,
         AtFlags::SYMLINK_FOLLOW,
-    ) {
-        Err(rustix::io::Errno::NOENT) => rustix::fs::linkat(fd, "", dir, name, AtFlags::EMPTY_PATH),
-        other => other,
-    }
+    )
 }
 
 impl Drop for WriteBatch<'_> {
@@ -956,6 +970,30 @@ mod tests {
             assert!(shards.contains(&rel[..2]), "{rel}");
         }
         drop(store);
+    }
+
+    /// Unnamed files are linked through /proc where `AT_EMPTY_PATH` is not allowed (an
+    /// ordinary user); as root both ways work, and this forces the second.
+    #[test]
+    fn unnamed_files_link_through_proc_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open(dir.path()).expect("open");
+        let fd = rustix::fs::openat(
+            &store.root_fd,
+            ".",
+            OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o444),
+        )
+        .expect("tmpfile");
+        rustix::io::write(&fd, b"through proc").expect("write");
+        let was = EMPTY_PATH_LINKS.swap(false, Ordering::Relaxed);
+        let linked = link_unnamed(&fd, &store.root_fd, "aa/linked");
+        EMPTY_PATH_LINKS.store(was, Ordering::Relaxed);
+        linked.expect("link through /proc");
+        assert_eq!(
+            std::fs::read(dir.path().join("aa/linked")).expect("read"),
+            b"through proc"
+        );
     }
 
     #[test]

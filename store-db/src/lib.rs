@@ -190,7 +190,11 @@ fn is_busy(e: &sqlx::Error) -> bool {
 
 /// SQLite's page cache of the writing connection, in KiB (negative: a size, not pages).
 pub(crate) const WRITER_CACHE_KIB: &str = "-2000";
-/// The page cache of each of the 8 reading connections. Kept small: each cache grows with the
+/// Reading connections at most. Most reads are answered from the metadata cache; each
+/// connection costs a thread and up to [`READER_CACHE_KIB`] of page cache (8 made an idle
+/// daemon 12 MiB larger after one `nix-instantiate`).
+const READERS: u32 = 4;
+/// The page cache of each of the [`READERS`] reading connections. Kept small: each cache grows with the
 /// database up to this size and is never given back, and the kernel's page cache holds the
 /// database file anyway (16 MiB each made a 60 s load of 64 clients grow the daemon by
 /// 50 MiB; 1 MiB keeps it under 20 MiB).
@@ -222,7 +226,9 @@ impl StoreDb {
             }
         }
         let readers = SqlitePoolOptions::new()
-            .max_connections(8)
+            .max_connections(READERS)
+            // Given back after a minute unused (each holds its page cache and a thread).
+            .idle_timeout(Duration::from_secs(60))
             .min_connections(0)
             .connect_with(
                 options
