@@ -1,7 +1,11 @@
--- Paths registered while their blocks may not be on disk yet (deferred durability, Nix's
--- default `fsync-store-paths = false`). Rows go in with the path's own row; the store deletes
--- them once the blocks are synced. After a crash, the store checks these paths' blocks and
--- removes a path whose blocks were lost (with the paths referring to it).
+-- Registrations made while their blocks may not be on disk yet (deferred durability, Nix's
+-- default `fsync-store-paths = false`). A row goes in with each such registration, in its
+-- transaction; `seq` orders them (a path re-registered keeps its id, so ids cannot), and the
+-- store deletes the rows up to the last one it saw before a sync. After a crash, the store
+-- checks the blocks of the paths listed and removes a path whose blocks were lost (with the
+-- paths referring to it).
 CREATE TABLE UnsyncedPaths (
-    path INTEGER PRIMARY KEY REFERENCES ValidPaths(id) ON DELETE CASCADE
+    seq  INTEGER PRIMARY KEY AUTOINCREMENT,
+    path INTEGER NOT NULL REFERENCES ValidPaths(id) ON DELETE CASCADE
 );
+CREATE INDEX UnsyncedPathsByPath ON UnsyncedPaths(path);

@@ -691,6 +691,21 @@ mod tests {
         );
         db.forget_unsynced(None).await.expect("forget all");
         assert!(db.unsynced_paths().await.expect("unsynced").is_empty());
+        // A path registered again after the mark was taken keeps its (older) id, and must
+        // still be listed after the rows up to the mark are forgotten.
+        let e = sp("e", 5);
+        db.register_paths(&[new_path(e.clone(), &[], &[b"v"])])
+            .await
+            .expect("register");
+        let mark = db.unsynced_mark().await.expect("mark");
+        db.register_paths(&[new_path(d.clone(), &[&a], &[b"w2"])])
+            .await
+            .expect("register again");
+        db.forget_unsynced(mark).await.expect("forget");
+        assert_eq!(
+            db.unsynced_paths().await.expect("unsynced"),
+            vec![d.clone()]
+        );
     }
 
     #[tokio::test]

@@ -157,7 +157,7 @@ fn try_register(
             }
         }
         if track_unsynced {
-            tx.prepare_cached("INSERT OR IGNORE INTO UnsyncedPaths (path) VALUES (?)")?
+            tx.prepare_cached("INSERT INTO UnsyncedPaths (path) VALUES (?)")?
                 .execute([id])?;
         }
         let mut output = tx.prepare_cached(

@@ -2,8 +2,8 @@
 //!
 //! With deferred durability (see `pkgchain-blockstore`), a path becomes valid as soon as its
 //! blocks are linked, before they are synced. Each such registration also writes a row in
-//! `UnsyncedPaths`, in the same transaction. After a sync the rows up to the last one seen
-//! before it are deleted ([`StoreDb::forget_unsynced`]); after a crash the rows left say
+//! `UnsyncedPaths`, in the same transaction, numbered in order. After a sync the rows up to
+//! the last one seen before it are deleted ([`StoreDb::forget_unsynced`]); after a crash the rows left say
 //! which paths to check, and [`StoreDb::remove_with_referrers`] unregisters the damaged ones.
 
 use std::collections::BTreeSet;
@@ -27,7 +27,7 @@ impl StoreDb {
     /// The newest unsynced registration, to pass to [`StoreDb::forget_unsynced`] once what was
     /// written before now is on disk.
     pub async fn unsynced_mark(&self) -> Result<Option<i64>, DbError> {
-        let row = sqlx::query("SELECT max(path) FROM UnsyncedPaths")
+        let row = sqlx::query("SELECT max(seq) FROM UnsyncedPaths")
             .fetch_one(&self.writer)
             .await?;
         Ok(row.try_get(0)?)
@@ -36,7 +36,7 @@ impl StoreDb {
     /// Forgets unsynced registrations up to `mark` (all with `None`): their blocks are on disk.
     pub async fn forget_unsynced(&self, mark: Option<i64>) -> Result<(), DbError> {
         retry_busy(|| async {
-            sqlx::query("DELETE FROM UnsyncedPaths WHERE path <= ?")
+            sqlx::query("DELETE FROM UnsyncedPaths WHERE seq <= ?")
                 .bind(mark.unwrap_or(i64::MAX))
                 .execute(&self.writer)
                 .await?;
@@ -48,7 +48,7 @@ impl StoreDb {
     /// The paths registered since the last sync.
     pub async fn unsynced_paths(&self) -> Result<Vec<StorePath>, DbError> {
         sqlx::query(
-            "SELECT v.path FROM UnsyncedPaths u JOIN ValidPaths v ON v.id = u.path ORDER BY u.path",
+            "SELECT path FROM ValidPaths WHERE id IN (SELECT path FROM UnsyncedPaths) ORDER BY id",
         )
         .fetch_all(&self.writer)
         .await?
