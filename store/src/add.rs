@@ -28,7 +28,7 @@ use pkgchain_store_model::hash::{Hash, HashAlgo, Hasher};
 use pkgchain_store_model::nar::{NarError, NarEvent, NarReader};
 use pkgchain_store_model::path_info::ValidPathInfo;
 use pkgchain_store_model::store_path::{StorePath, validate_name};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::{Instrument, debug, info, info_span};
 
 use crate::ingest::{self, DATA_PIECE, IngestError, IngestOptions, Ingested, Producer};
@@ -267,13 +267,83 @@ impl Store {
         R: AsyncRead + Unpin + ?Sized,
     {
         let span = request.span();
-        let (tx, reader) = stream::channel();
-        stream::with_pump(
-            self.add_ca_from(request, reader),
-            stream::pump_async(data, None, tx),
-        )
+        async {
+            // A small file (a `.drv`, a `builtins.toFile` text) is read into memory here and
+            // added in one blocking call; anything longer streams as before.
+            if request.dump == DumpFormat::Flat
+                && request.method != ContentAddressMethod::NixArchive
+            {
+                check_ca_request(
+                    &request.name,
+                    request.method,
+                    request.algo,
+                    &request.references,
+                )?;
+                let mut head = Vec::new();
+                (&mut *data)
+                    .take(ingest::SMALL_FILE + 1)
+                    .read_to_end(&mut head)
+                    .await
+                    .map_err(StoreError::Read)?;
+                if head.len() as u64 <= ingest::SMALL_FILE {
+                    let store = self.clone();
+                    return crate::blocking(move || store.add_small_flat(request, &head)).await;
+                }
+                let mut rest = AsyncReadExt::chain(&head[..], data);
+                let (tx, reader) = stream::channel();
+                return stream::with_pump(
+                    self.add_ca_from(request, reader),
+                    stream::pump_async(&mut rest, None, tx),
+                )
+                .await;
+            }
+            let (tx, reader) = stream::channel();
+            stream::with_pump(
+                self.add_ca_from(request, reader),
+                stream::pump_async(data, None, tx),
+            )
+            .await
+        }
         .instrument(span)
         .await
+    }
+
+    /// [`Store::add_to_store_ca`] of a small flat or text file held in memory: the hash, the
+    /// validity check, the blocks, the derivation checks and the registration on the calling
+    /// thread, which it blocks.
+    fn add_small_flat(&self, request: CaAddRequest, data: &[u8]) -> Result<PathInfo, StoreError> {
+        let CaAddRequest {
+            name,
+            method,
+            algo,
+            references,
+            repair,
+            ..
+        } = request;
+        let mut hasher = Hasher::new(algo);
+        hasher.update(data);
+        let ca = ContentAddress::new(method, hasher.finish());
+        let path = ca.store_path(self.store_dir(), &name, &references, false)?;
+        let db = self.db();
+        if !repair
+            && db.is_valid_blocking(&path)?
+            && let Some(existing) = self.runtime().block_on(db.path_info(&path))?
+        {
+            debug!(path = %path, "already valid");
+            return Ok(existing);
+        }
+        let ingested = ingest::ingest_file_bytes(self.blocks(), data)?;
+        let record = ca_record(path.clone(), &ingested, &ca, references);
+        self.register_checked_blocking(record, ingested.blocks)?;
+        info!(
+            store_path = %path,
+            nar_size = ingested.nar_size,
+            new_blocks = ingested.new_blocks,
+            "added content-addressed path"
+        );
+        self.runtime()
+            .block_on(db.path_info(&path))?
+            .ok_or_else(|| StoreError::NotValid(self.store_dir().display(&path)))
     }
 
     /// [`Store::add_to_store_ca`] over a blocking reader. It blocks the calling thread, which
@@ -311,25 +381,7 @@ impl Store {
             dump,
             repair,
         } = request;
-        validate_name(&name)?;
-        // Refuse what cannot have a path before reading anything.
-        match method {
-            ContentAddressMethod::Git => {
-                return Err(StoreError::Unsupported(
-                    "adding Git-hashed objects ('git:' content addresses)".to_owned(),
-                ));
-            }
-            ContentAddressMethod::Text if algo != HashAlgo::Sha256 => {
-                return Err(ContentAddressError::TextNotSha256(algo).into());
-            }
-            ContentAddressMethod::Flat | ContentAddressMethod::NixArchive => {
-                let source = method == ContentAddressMethod::NixArchive && algo == HashAlgo::Sha256;
-                if !references.is_empty() && !source {
-                    return Err(ContentAddressError::ReferencesNotAllowed(name).into());
-                }
-            }
-            ContentAddressMethod::Text => {}
-        }
+        check_ca_request(&name, method, algo, &references)?;
         let spool_dir = self
             .config()
             .db_file
@@ -374,18 +426,7 @@ impl Store {
             debug!(path = %path, "already valid");
             return Ok(existing);
         }
-        let record = PathInfo {
-            path: path.clone(),
-            nar_hash: ingested.nar_hash.clone(),
-            nar_size: ingested.nar_size,
-            root: ingested.root,
-            deriver: None,
-            registration_time: crate::now(),
-            ultimate: false,
-            sigs: BTreeSet::new(),
-            ca: Some(ca.render()),
-            references,
-        };
+        let record = ca_record(path.clone(), &ingested, &ca, references);
         self.register_checked(record, std::mem::take(&mut ingested.blocks))
             .await?;
         info!(
@@ -472,6 +513,53 @@ impl CaAddRequest {
             algo = %self.algo,
             repair = self.repair
         )
+    }
+}
+
+/// What a new content-addressed path is registered with.
+fn ca_record(
+    path: StorePath,
+    ingested: &Ingested,
+    ca: &ContentAddress,
+    references: BTreeSet<StorePath>,
+) -> PathInfo {
+    PathInfo {
+        path,
+        nar_hash: ingested.nar_hash.clone(),
+        nar_size: ingested.nar_size,
+        root: ingested.root,
+        deriver: None,
+        registration_time: crate::now(),
+        ultimate: false,
+        sigs: BTreeSet::new(),
+        ca: Some(ca.render()),
+        references,
+    }
+}
+
+/// Refuses what cannot have a content-addressed path, before any data is read.
+fn check_ca_request(
+    name: &str,
+    method: ContentAddressMethod,
+    algo: HashAlgo,
+    references: &BTreeSet<StorePath>,
+) -> Result<(), StoreError> {
+    validate_name(name)?;
+    match method {
+        ContentAddressMethod::Git => Err(StoreError::Unsupported(
+            "adding Git-hashed objects ('git:' content addresses)".to_owned(),
+        )),
+        ContentAddressMethod::Text if algo != HashAlgo::Sha256 => {
+            Err(ContentAddressError::TextNotSha256(algo).into())
+        }
+        ContentAddressMethod::Flat | ContentAddressMethod::NixArchive => {
+            let source = method == ContentAddressMethod::NixArchive && algo == HashAlgo::Sha256;
+            if !references.is_empty() && !source {
+                return Err(ContentAddressError::ReferencesNotAllowed(name.to_owned()).into());
+            }
+            Ok(())
+        }
+        ContentAddressMethod::Text => Ok(()),
     }
 }
 

@@ -354,20 +354,26 @@ impl Store {
     ) -> Result<(), StoreError> {
         // One blocking call for the derivation checks and the transaction.
         let store = self.clone();
-        blocking(move || {
-            let derivation_outputs = if info.path.is_derivation() {
-                store.check_new_derivation(&info.path, &info.root)?
-            } else {
-                BTreeMap::new()
-            };
-            store.db().register_paths_blocking(&[NewPath {
-                info,
-                blocks,
-                derivation_outputs,
-            }])?;
-            Ok(())
-        })
-        .await
+        blocking(move || store.register_checked_blocking(info, blocks)).await
+    }
+
+    /// [`Store::register_checked`] on the calling thread, which it blocks.
+    pub(crate) fn register_checked_blocking(
+        &self,
+        info: PathInfo,
+        blocks: Vec<(Cid, u64)>,
+    ) -> Result<(), StoreError> {
+        let derivation_outputs = if info.path.is_derivation() {
+            self.check_new_derivation(&info.path, &info.root)?
+        } else {
+            BTreeMap::new()
+        };
+        self.db().register_paths_blocking(&[NewPath {
+            info,
+            blocks,
+            derivation_outputs,
+        }])?;
+        Ok(())
     }
 
     /// What `nix-store --add PATH` does: the tree becomes a content-addressed source path
