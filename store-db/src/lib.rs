@@ -689,7 +689,8 @@ mod tests {
             db.unsynced_paths().await.expect("unsynced"),
             vec![d.clone()]
         );
-        db.forget_unsynced(None).await.expect("forget all");
+        let mark = db.unsynced_mark().await.expect("mark");
+        db.forget_unsynced(mark).await.expect("forget all");
         assert!(db.unsynced_paths().await.expect("unsynced").is_empty());
         // A path registered again after the mark was taken keeps its (older) id, and must
         // still be listed after the rows up to the mark are forgotten.

@@ -3,8 +3,9 @@
 //! With deferred durability (see `pkgchain-blockstore`), a path becomes valid as soon as its
 //! blocks are linked, before they are synced. Each such registration also writes a row in
 //! `UnsyncedPaths`, in the same transaction, numbered in order. After a sync the rows up to
-//! the last one seen before it are deleted ([`StoreDb::forget_unsynced`]); after a crash the rows left say
-//! which paths to check, and [`StoreDb::remove_with_referrers`] unregisters the damaged ones.
+//! the last one seen before it are deleted ([`StoreDb::forget_unsynced`]); after a crash the
+//! rows left say which paths to check, and [`StoreDb::remove_with_referrers`] unregisters the
+//! damaged ones.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -33,11 +34,15 @@ impl StoreDb {
         Ok(row.try_get(0)?)
     }
 
-    /// Forgets unsynced registrations up to `mark` (all with `None`): their blocks are on disk.
+    /// Forgets unsynced registrations up to `mark` (from [`StoreDb::unsynced_mark`]; `None`,
+    /// when there were none, forgets nothing): their blocks are on disk.
     pub async fn forget_unsynced(&self, mark: Option<i64>) -> Result<(), DbError> {
+        let Some(mark) = mark else {
+            return Ok(());
+        };
         retry_busy(|| async {
             sqlx::query("DELETE FROM UnsyncedPaths WHERE seq <= ?")
-                .bind(mark.unwrap_or(i64::MAX))
+                .bind(mark)
                 .execute(&self.writer)
                 .await?;
             Ok(())

@@ -35,9 +35,7 @@ impl Store {
         let mark = self.db().unsynced_mark().await?;
         let store = self.clone();
         let flushed = blocking(move || Ok(store.blocks().flush()?)).await?;
-        if mark.is_some() {
-            self.db().forget_unsynced(mark).await?;
-        }
+        self.db().forget_unsynced(mark).await?;
         if flushed {
             debug!("unsynced blocks flushed");
         }
@@ -47,9 +45,12 @@ impl Store {
     /// At open: after a crash with unsynced blocks, removes damaged blocks and the paths that
     /// lost blocks (with their referrers); otherwise forgets stale unsynced rows.
     pub(crate) async fn recover_unsynced(&self) -> Result<(), StoreError> {
+        // Rows up to `seen` were registered before the marker is looked at: with no marker
+        // then, their blocks were synced (the marker goes only after a sync, and comes back
+        // before anything more is linked).
+        let seen = self.db().unsynced_mark().await?;
         let Some(since) = self.blocks().unsynced_since()? else {
-            // Every block linked before the marker went away was synced.
-            return Ok(self.db().forget_unsynced(None).await?);
+            return Ok(self.db().forget_unsynced(seen).await?);
         };
         let span = info_span!("recover_unsynced");
         async {
@@ -79,9 +80,12 @@ impl Store {
             for path in &removed {
                 warn!(path = %self.store_dir().display(path), "unregistered: its contents were lost");
             }
+            // Only what was registered before the sync is known to be on disk (a daemon may be
+            // adding while another process opens the store).
+            let mark = self.db().unsynced_mark().await?;
             let store = self.clone();
             blocking(move || Ok(store.blocks().flush()?)).await?;
-            self.db().forget_unsynced(None).await?;
+            self.db().forget_unsynced(mark).await?;
             info!(
                 damaged_blocks = damaged_blocks.len(),
                 removed_paths = removed.len(),
