@@ -213,11 +213,6 @@ impl BlockStore {
         }
     }
 
-    /// When blocks become durable.
-    pub fn durability(&self) -> Durability {
-        self.durability
-    }
-
     /// When the `.unsynced` marker appeared, if there is one: blocks linked since then may not
     /// be on disk (before a [`BlockStore::flush`]), or may have lost their contents in a crash
     /// (when found at open).

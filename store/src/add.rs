@@ -333,7 +333,30 @@ impl Store {
             return Ok(existing);
         }
         let ingested = ingest::ingest_file_bytes(self.blocks(), data)?;
-        let record = ca_record(path.clone(), &ingested, &ca, references);
+        self.register_ca_blocking(path, ingested, &ca, references)
+    }
+
+    /// Registers a new content-addressed path over what was ingested (after the derivation
+    /// checks for a `.drv`) and returns its metadata as stored. Blocking.
+    fn register_ca_blocking(
+        &self,
+        path: StorePath,
+        ingested: Ingested,
+        ca: &ContentAddress,
+        references: BTreeSet<StorePath>,
+    ) -> Result<PathInfo, StoreError> {
+        let record = PathInfo {
+            path: path.clone(),
+            nar_hash: ingested.nar_hash,
+            nar_size: ingested.nar_size,
+            root: ingested.root,
+            deriver: None,
+            registration_time: crate::now(),
+            ultimate: false,
+            sigs: BTreeSet::new(),
+            ca: Some(ca.render()),
+            references,
+        };
         self.register_checked_blocking(record, ingested.blocks)?;
         info!(
             store_path = %path,
@@ -342,7 +365,7 @@ impl Store {
             "added content-addressed path"
         );
         self.runtime()
-            .block_on(db.path_info(&path))?
+            .block_on(self.db().path_info(&path))?
             .ok_or_else(|| StoreError::NotValid(self.store_dir().display(&path)))
     }
 
@@ -393,7 +416,7 @@ impl Store {
         let (name_, references_) = (name.clone(), references.clone());
         // Where the hash is known once the data is in, whether the path is valid is asked on
         // the same blocking thread (no hand-off to a database thread; most adds are new).
-        let (mut ingested, file_hash, known_valid) = crate::blocking(move || {
+        let (ingested, file_hash, known_valid) = crate::blocking(move || {
             let (ingested, file_hash) = ingest_data(&store, reader, dump, flat, algo, &spool_dir)?;
             let known_valid = match &file_hash {
                 Some(hash) if !repair => {
@@ -426,19 +449,8 @@ impl Store {
             debug!(path = %path, "already valid");
             return Ok(existing);
         }
-        let record = ca_record(path.clone(), &ingested, &ca, references);
-        self.register_checked(record, std::mem::take(&mut ingested.blocks))
-            .await?;
-        info!(
-            store_path = %path,
-            nar_size = ingested.nar_size,
-            new_blocks = ingested.new_blocks,
-            "added content-addressed path"
-        );
-        self.db()
-            .path_info(&path)
-            .await?
-            .ok_or_else(|| StoreError::NotValid(self.store_dir().display(&path)))
+        let store = self.clone();
+        crate::blocking(move || store.register_ca_blocking(path, ingested, &ca, references)).await
     }
 
     /// The hash a content address of `method` and `algo` has over what was ingested: of the
@@ -516,27 +528,6 @@ impl CaAddRequest {
     }
 }
 
-/// What a new content-addressed path is registered with.
-fn ca_record(
-    path: StorePath,
-    ingested: &Ingested,
-    ca: &ContentAddress,
-    references: BTreeSet<StorePath>,
-) -> PathInfo {
-    PathInfo {
-        path,
-        nar_hash: ingested.nar_hash.clone(),
-        nar_size: ingested.nar_size,
-        root: ingested.root,
-        deriver: None,
-        registration_time: crate::now(),
-        ultimate: false,
-        sigs: BTreeSet::new(),
-        ca: Some(ca.render()),
-        references,
-    }
-}
-
 /// Refuses what cannot have a content-addressed path, before any data is read.
 fn check_ca_request(
     name: &str,
@@ -603,25 +594,9 @@ fn ingest_data(
                 spool.write(&buf[..n])?;
             }
             let (size, mut contents) = spool.finish()?;
-            let ingested = if size <= ingest::SMALL_FILE {
-                let mut data = Vec::with_capacity(size as usize);
-                contents
-                    .take(size)
-                    .read_to_end(&mut data)
-                    .map_err(StoreError::Read)?;
-                if data.len() as u64 != size {
-                    return Err(StoreError::Read(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("spooled {size} bytes, read back {}", data.len()),
-                    )));
-                }
-                ingest::ingest_file_bytes(store.blocks(), &data)?
-            } else {
-                ingest::ingest(store.blocks(), &options, |p| {
-                    produce_file(p, size, &mut contents)
-                })?
-                .0
-            };
+            let (ingested, ()) = ingest::ingest(store.blocks(), &options, |p| {
+                produce_file(p, size, &mut contents)
+            })?;
             (ingested, hasher.map(Hasher::finish))
         }
         DumpFormat::Nar => {

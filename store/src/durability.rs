@@ -1,11 +1,11 @@
 //! When added paths are on disk, and recovery after a crash that lost some of them.
 //!
 //! Nix registers a path once its files are written and leaves them to the kernel's writeback
-//! unless `fsync-store-paths = true`. We offer the same two choices ([`Durability`]):
+//! unless `fsync-store-paths = true`. We offer the same two choices ([`crate::Durability`]):
 //!
-//! - [`Durability::EachCommit`]: every add syncs its blocks before the path becomes valid.
+//! - [`crate::Durability::EachCommit`]: every add syncs its blocks before the path becomes valid.
 //!   The `pkgchain` command line tool and `fsync-store-paths = true` use it.
-//! - [`Durability::Deferred`]: an add links its blocks and registers the path at once; the
+//! - [`crate::Durability::Deferred`]: an add links its blocks and registers the path at once; the
 //!   daemon calls [`Store::flush_unsynced`] every few seconds and when it stops. Until then a
 //!   power loss can lose recently added paths, as with Nix, but never leaves one valid with
 //!   damaged contents: such registrations are listed in the database (`UnsyncedPaths`) and the
@@ -18,17 +18,12 @@ use std::time::Duration;
 use pkgchain_store_model::store_path::StorePath;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::{Durability, Store, StoreError, blocking};
+use crate::{Store, StoreError, blocking};
 
 /// Clock slack when deciding which blocks were written after the marker appeared.
 const CLOCK_SLACK: Duration = Duration::from_secs(120);
 
 impl Store {
-    /// How this store makes adds durable.
-    pub fn durability(&self) -> Durability {
-        self.blocks().durability()
-    }
-
     /// Makes every path added so far durable (deferred durability): syncs the blocks, then
     /// forgets the registrations that were waiting for it. Cheap when nothing is waiting.
     pub async fn flush_unsynced(&self) -> Result<(), StoreError> {
