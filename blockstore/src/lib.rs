@@ -66,12 +66,15 @@ pub enum Durability {
     Deferred,
 }
 
-/// Deferred-durability bookkeeping: whether the marker exists and how many commits linked
-/// blocks since the store opened (a flush removes the marker only if none came meanwhile).
+/// Deferred-durability bookkeeping: whether the marker exists, how many commits marked since
+/// the store opened and how many are still linking (a flush removes the marker only if no
+/// commit marked during its sync and none is linking).
 #[derive(Debug, Default)]
 struct Unsynced {
     marked: bool,
     commits: u64,
+    /// Deferred commits between their marking and the end of their links.
+    linking: u64,
 }
 
 /// Why a block operation failed.
@@ -129,6 +132,20 @@ pub enum BlockState {
     Corrupt,
 }
 
+/// A deferred commit between marking and the end of its links (also when it fails): while
+/// one exists, [`BlockStore::flush`] keeps the marker.
+struct Linking<'s>(&'s BlockStore);
+
+impl Drop for Linking<'_> {
+    fn drop(&mut self) {
+        self.0
+            .unsynced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .linking -= 1;
+    }
+}
+
 /// The block store rooted at one directory.
 #[derive(Debug)]
 pub struct BlockStore {
@@ -181,6 +198,7 @@ impl BlockStore {
             unsynced: Mutex::new(Unsynced {
                 marked: root.join(UNSYNCED_MARKER).exists(),
                 commits: 0,
+                linking: 0,
             }),
             process_staging: std::sync::OnceLock::new(),
         };
@@ -228,8 +246,17 @@ impl BlockStore {
         }
     }
 
+    /// Whether blocks were linked since the last [`BlockStore::flush`] (or a crash left the
+    /// marker): whether a flush has anything to do.
+    pub fn has_unsynced(&self) -> bool {
+        self.unsynced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .marked
+    }
+
     /// Makes the marker durable (once) before a deferred commit links blocks.
-    fn mark_unsynced(&self) -> Result<(), BlockError> {
+    fn mark_unsynced(&self) -> Result<Linking<'_>, BlockError> {
         let mut state = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
         // Another process that opened this store may have flushed and removed it.
         let present = state.marked
@@ -249,7 +276,8 @@ impl BlockStore {
             state.marked = true;
         }
         state.commits += 1;
-        Ok(())
+        state.linking += 1;
+        Ok(Linking(self))
     }
 
     /// Makes every block linked so far durable (`syncfs`) and removes the `.unsynced` marker
@@ -265,7 +293,7 @@ impl BlockStore {
         };
         rustix::fs::syncfs(&self.root_fd).map_err(|e| BlockError::io("syncing", &self.root, e))?;
         let mut state = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
-        if state.commits == commits {
+        if state.commits == commits && state.linking == 0 {
             match rustix::fs::unlinkat(&self.root_fd, UNSYNCED_MARKER, AtFlags::empty()) {
                 Ok(()) | Err(rustix::io::Errno::NOENT) => state.marked = false,
                 Err(e) => {
@@ -666,6 +694,11 @@ impl WriteBatch<'_> {
         let deferred = self.store.durability == Durability::Deferred;
         if self.staged.is_empty() {
             if deferred {
+                if std::mem::take(&mut self.relies_on_existing) {
+                    // The block may be another batch's, linked but not synced: the path about
+                    // to be registered on it must be covered by the marker too.
+                    drop(self.store.mark_unsynced()?);
+                }
                 return Ok(());
             }
             if std::mem::take(&mut self.relies_on_existing) {
@@ -676,14 +709,16 @@ impl WriteBatch<'_> {
             }
             return Ok(());
         }
-        if deferred {
-            // The marker is on disk before any name that may outlive its contents.
-            self.store.mark_unsynced()?;
+        // With deferred durability: the marker is on disk before any name that may outlive its
+        // contents, and a flush keeps it while these are being linked.
+        let _linking = if deferred {
+            Some(self.store.mark_unsynced()?)
         } else {
             // 1. Contents durable.
             rustix::fs::syncfs(&self.store.root_fd)
                 .map_err(|e| BlockError::io("syncing", &self.store.root, e))?;
-        }
+            None
+        };
         // 2. Names appear.
         for (i, (cid, fd)) in self.staged.iter().enumerate() {
             let rel = relative_path(cid);
@@ -989,6 +1024,23 @@ mod tests {
             std::fs::read(dir.path().join("aa/linked")).expect("read"),
             b"through proc"
         );
+    }
+
+    /// A flush while a deferred commit is between marking and linking keeps the marker; the
+    /// next flush after the commit removes it.
+    #[test]
+    fn a_flush_during_a_commit_keeps_the_marker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open_with(dir.path(), Durability::Deferred).expect("open");
+        let linking = store.mark_unsynced().expect("mark");
+        assert!(store.flush().expect("flush"));
+        assert!(
+            store.unsynced_since().expect("marker").is_some(),
+            "removed mid-commit"
+        );
+        drop(linking);
+        assert!(store.flush().expect("flush"));
+        assert_eq!(store.unsynced_since().expect("marker"), None);
     }
 
     #[test]
