@@ -27,6 +27,9 @@ impl Store {
     /// Makes every path added so far durable (deferred durability): syncs the blocks, then
     /// forgets the registrations that were waiting for it. Cheap when nothing is waiting.
     pub async fn flush_unsynced(&self) -> Result<(), StoreError> {
+        if !self.blocks().has_unsynced() {
+            return Ok(());
+        }
         let mark = self.db().unsynced_mark().await?;
         let store = self.clone();
         let flushed = blocking(move || Ok(store.blocks().flush()?)).await?;
