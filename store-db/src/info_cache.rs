@@ -88,6 +88,29 @@ impl InfoCache {
         }
     }
 
+    /// Forgets `base_names`, then caches `fresh` (rows this process just wrote) if nothing was
+    /// invalidated since `generation` was taken, before the write: a change made meanwhile by
+    /// another writer of this process could be newer than `fresh`.
+    pub(crate) fn replace<'a>(
+        &self,
+        generation: u64,
+        base_names: impl IntoIterator<Item = &'a str>,
+        fresh: Vec<PathInfo>,
+    ) {
+        let mut current = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        let unchanged = *current == generation;
+        *current += 1;
+        for name in base_names {
+            self.entries.remove(name);
+        }
+        if unchanged {
+            for info in fresh {
+                self.entries
+                    .insert(info.path.base_name().to_owned(), Arc::new(info));
+            }
+        }
+    }
+
     /// Forgets everything (to give memory back when the daemon is idle).
     pub(crate) fn clear(&self) {
         let mut current = self.generation.lock().unwrap_or_else(|e| e.into_inner());

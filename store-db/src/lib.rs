@@ -269,24 +269,27 @@ impl StoreDb {
         for p in paths {
             check_sigs(&p.info.sigs)?;
         }
-        let result = self.registrar.register(paths, self.tracking_unsynced());
-        // Also on failure: a commit whose answer was lost may have happened.
-        self.infos
-            .invalidate(paths.iter().map(|p| p.info.path.base_name()));
-        // A path that was not valid before is stored exactly as given: the next query (the
-        // daemon answers an add with the path's metadata) need not read it back.
-        let fresh = result?;
         let generation = self.infos.generation();
+        let result = self.registrar.register(paths, self.tracking_unsynced());
+        let names = paths.iter().map(|p| p.info.path.base_name());
+        // Also on failure: a commit whose answer was lost may have happened.
+        let Ok(fresh) = &result else {
+            self.infos.invalidate(names);
+            return result.map(drop);
+        };
+        // A path that was not valid before is stored exactly as given: the next query (the
+        // daemon answers an add with the path's metadata) need not read it back. Given twice
+        // in one call, the second registration may have changed the first: not cached.
         let mut times: HashMap<&StorePath, usize> = HashMap::new();
         for p in paths {
             *times.entry(&p.info.path).or_default() += 1;
         }
-        for info in fresh {
-            // Given twice in one call, the second registration may have changed the first.
-            if times.get(&info.path) == Some(&1) {
-                self.infos.insert(generation, Arc::new(info));
-            }
-        }
+        let fresh = fresh
+            .iter()
+            .filter(|info| times.get(&info.path) == Some(&1))
+            .cloned()
+            .collect();
+        self.infos.replace(generation, names, fresh);
         Ok(())
     }
 
