@@ -94,9 +94,8 @@ impl Store {
         self.parse_stored_drv(drv_path, &root)
     }
 
-    /// The memo of modulo hashes, holding those of every input derivation of `drv` (each
-    /// loaded from the store at most once). Blocking.
-    fn input_hashes(&self, drv: &Derivation) -> Result<MutexGuard<'_, DrvHashes>, StoreError> {
+    /// The memo of modulo hashes, emptied first when it has grown past [`MAX_MEMOISED`].
+    fn drv_hash_memo(&self) -> MutexGuard<'_, DrvHashes> {
         let mut memo = self
             .0
             .drv_hashes
@@ -105,6 +104,13 @@ impl Store {
         if memo.len() > MAX_MEMOISED {
             *memo = DrvHashes::new();
         }
+        memo
+    }
+
+    /// The memo of modulo hashes, holding those of every input derivation of `drv` (each
+    /// loaded from the store at most once). Blocking.
+    fn input_hashes(&self, drv: &Derivation) -> Result<MutexGuard<'_, DrvHashes>, StoreError> {
+        let mut memo = self.drv_hash_memo();
         for input in drv.input_drvs.keys() {
             if memo.get(input).is_some() {
                 continue;
@@ -156,10 +162,7 @@ impl Store {
         } else {
             // Fixed and floating outputs do not depend on the inputs' hashes.
             check_invariants_at(&drv, drv_path, self.store_dir(), |_| None).map_err(invalid)?;
-            self.0
-                .drv_hashes
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
+            self.drv_hash_memo()
         };
         // Its own hash, while it is at hand: the derivations that use it come next (instantiate
         // adds them in dependency order), and would otherwise read it back from the store. Only
