@@ -81,18 +81,9 @@ impl RootsLayout {
 
     /// Opens (creating it if needed) `gc.lock`, unlocked.
     pub fn open_gc_lock(&self) -> Result<std::fs::File, RootsError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = self.gc_lock();
         std::fs::create_dir_all(&self.state_dir)
             .map_err(|e| io_error("creating directory", &self.state_dir, e))?;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| io_error("opening", &path, e))
+        open_lock_file(&self.gc_lock(), "opening")
     }
 
     /// `gc-socket/socket`: where a running collector hears of new temp roots.
@@ -153,6 +144,22 @@ pub enum RootsError {
         /// What it sent.
         answer: Vec<u8>,
     },
+}
+
+/// Opens (creating it, `0600`, never truncating) a file that is locked with `flock`.
+pub(crate) fn open_lock_file(
+    path: &Path,
+    action: &'static str,
+) -> Result<std::fs::File, RootsError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_error(action, path, e))
 }
 
 pub(crate) fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> RootsError {

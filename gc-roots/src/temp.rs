@@ -10,7 +10,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,7 +18,7 @@ use pkgchain_store_model::store_path::StorePath;
 use rustix::fs::{FlockOperation, flock};
 use tracing::{debug, info};
 
-use crate::{CENSORED, Roots, RootsError, RootsLayout, io_error};
+use crate::{CENSORED, Roots, RootsError, RootsLayout, io_error, open_lock_file};
 
 /// How often an owner retries reaching a collector that holds `gc.lock` but whose socket is
 /// not (yet, or any more) accepting.
@@ -52,14 +51,7 @@ impl TempRootsFile {
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
                 Err(e) => return Err(io_error("removing stale temp roots file", &path, e)),
             }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| io_error("creating temp roots file", &path, e))?;
+            let file = open_lock_file(&path, "creating temp roots file")?;
             flock(&file, FlockOperation::LockExclusive)
                 .map_err(|e| io_error("locking", &path, e.into()))?;
             // A collector may have found the file unlocked, marked it and deleted it before we
