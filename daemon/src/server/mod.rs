@@ -97,7 +97,27 @@ impl DaemonState {
     }
 }
 
-/// Accepts connections until `shutdown` resolves; each is served on its own task.
+/// How long a stopping daemon waits for its connections to end (their adds to be registered,
+/// so the last flush covers them).
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until no connection is open, at most [`STOP_GRACE`].
+async fn wait_for_connections(state: &DaemonState) {
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    while state.open_connections.load(Ordering::Relaxed) > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            info!(
+                open = state.open_connections.load(Ordering::Relaxed),
+                "stopping with connections still open"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Accepts connections until `shutdown` resolves (then waits a little for the open ones to
+/// end); each is served on its own task.
 pub async fn serve(
     listener: UnixListener,
     state: Arc<DaemonState>,
@@ -108,6 +128,7 @@ pub async fn serve(
         tokio::select! {
             () = &mut shutdown => {
                 info!("stopping: no new connections");
+                wait_for_connections(&state).await;
                 return;
             }
             accepted = listener.accept() => match accepted {
