@@ -42,7 +42,7 @@ if [ -x "$sid/usr/bin/nix-store" ]; then
 fi
 
 user=pkgchain-e2e
-id -u "$user" > /dev/null 2>&1 || useradd --system --no-create-home --shell /bin/sh "$user"
+id -u "$user" > /dev/null 2>&1 || useradd --system --user-group --no-create-home --shell /bin/sh "$user"
 if [ -d "$sid/etc" ]; then
   for db in passwd group; do
     grep -q "^$user:" "$sid/etc/$db" || grep "^$user:" "/etc/$db" >> "$sid/etc/$db"
