@@ -6,6 +6,7 @@
 //! `nix-daemon`; `pkgchain` (`src/bin/pkgchain.rs`), the command-line tool over the store.
 
 pub mod auth;
+pub mod build;
 pub mod listener;
 pub mod locations;
 pub mod memory;

@@ -14,6 +14,8 @@
 //! what to install, unless `PKGCHAIN_E2E=skip` is set, in which case the test prints that it
 //! was skipped.
 
+pub mod scenario;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -215,6 +217,19 @@ pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
         .prefix(&format!("{prefix}-"))
         .tempdir_in(base)
         .expect("scratch dir")
+}
+
+/// A fresh directory under the target directory for a scenario's inputs, readable by every
+/// user whatever the umask (the untrusted user and the chroot read it).
+pub fn readable_input_dir(prefix: &str) -> tempfile::TempDir {
+    let input = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(target_dir())
+        .expect("tempdir");
+    let mut perms = std::fs::metadata(input.path()).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(input.path(), perms).expect("chmod");
+    input
 }
 
 /// Runs `script` with bash (`-euo pipefail`) in a private mount namespace with `vars` set.

@@ -6,25 +6,10 @@
 
 use std::path::Path;
 
-use pkgchain_tests_nixpkgs::{
-    daemon_bin, in_namespace_ok, prerequisites, skipping_allowed, target_dir, value,
+use pkgchain_tests_nixpkgs::scenario::{
+    Client, Daemon, Role, ScenarioRun, client_available, untrusted_user,
 };
-
-const SID_CHROOT: &str = "/var/cache/pkgchain/sid-chroot";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Client {
-    /// `/usr/bin` of this machine (Debian 12's nix-bin).
-    Nix28,
-    /// The Debian sid chroot.
-    Nix234,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Daemon {
-    Ours,
-    RealNix,
-}
+use pkgchain_tests_nixpkgs::{daemon_bin, in_namespace_ok, prerequisites, target_dir, value};
 
 /// Shell lines that start our daemon (FUSE view, blocks under `/nix/ipfs`) as `$dpid` and
 /// wait for its socket.
@@ -42,14 +27,7 @@ for i in $(seq 1 100); do [ -S /nix/var/nix/daemon-socket/socket ] && break; sle
 
 /// A fresh directory with the scenarios' input files.
 fn input_dir() -> tempfile::TempDir {
-    let input = tempfile::Builder::new()
-        .prefix("pkgchain-daemon-e2e-")
-        .tempdir_in(target_dir())
-        .expect("tempdir");
-    // Readable by the untrusted user whatever the umask.
-    let mut perms = std::fs::metadata(input.path()).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(input.path(), perms).expect("chmod");
+    let input = pkgchain_tests_nixpkgs::readable_input_dir("pkgchain-daemon-e2e-");
     inputs(input.path());
     input
 }
@@ -197,61 +175,9 @@ echo "uncensored runtime roots: $(nix-store --gc --print-roots | grep -c -e '^/p
 run nix-store --option build-users-group nixbld --add $I/f.txt
 "#;
 
-/// The user the untrusted scenario runs as.
-const USER_NAME: &str = "pkgchain-e2e";
-
-/// Who runs a scenario.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
-    /// root, a trusted user.
-    Root,
-    /// [`USER_NAME`], not in `trusted-users`.
-    Untrusted,
-}
-
-/// The uid and gid of [`USER_NAME`] (made by `scripts/install-test-deps.sh`, on this machine
-/// and in the chroot); `None` (after saying why) when the test should be skipped.
-fn untrusted_user() -> Option<(u32, u32)> {
-    let id = |flag: &str| {
-        std::process::Command::new("id")
-            .args([flag, USER_NAME])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .trim()
-                    .parse::<u32>()
-                    .ok()
-            })
-    };
-    let in_chroot = std::fs::read_to_string(Path::new(SID_CHROOT).join("etc/passwd"))
-        .map_or(true, |p| {
-            p.lines().any(|l| l.starts_with(&format!("{USER_NAME}:")))
-        });
-    match (id("-u"), id("-g")) {
-        (Some(u), Some(g)) if in_chroot => Some((u, g)),
-        _ if skipping_allowed() => {
-            eprintln!("skipped: no user {USER_NAME} here or in the chroot");
-            None
-        }
-        _ => panic!("no user {USER_NAME} here or in the chroot: run scripts/install-test-deps.sh"),
-    }
-}
-
-/// Runs a scenario for one client against one daemon; returns the transcript.
+/// Runs a scenario for one client against one daemon; returns the normalised transcript.
 fn transcript(client: Client, daemon: Daemon, input: &Path, role: Role) -> String {
-    let daemon_cmd = match daemon {
-        Daemon::Ours => format!(
-            "PKGCHAIN_IPFS_DIR=/nix/ipfs {} --view fuse",
-            daemon_bin().display()
-        ),
-        Daemon::RealNix => match client {
-            Client::Nix28 => "/usr/bin/nix-daemon".to_owned(),
-            Client::Nix234 => format!("chroot {SID_CHROOT} /usr/bin/nix-daemon"),
-        },
-    };
-    let (scenario, file, daemon_config) = match role {
+    let (script, file, config) = match role {
         Role::Root => (
             SCENARIO,
             "scenario.sh",
@@ -264,64 +190,16 @@ fn transcript(client: Client, daemon: Daemon, input: &Path, role: Role) -> Strin
             r"sandbox = false\nbuild-users-group =\nsubstituters =",
         ),
     };
-    let (home, as_user) = match role {
-        // On the test's own /nix: the chroot's /tmp outlives the test (nix-env makes
-        // ~/.nix-defexpr).
-        Role::Root => ("/nix/home-root".to_owned(), String::new()),
-        Role::Untrusted => {
-            let Some((uid, gid)) = untrusted_user() else {
-                return String::new();
-            };
-            let home = format!("/nix/home-{USER_NAME}");
-            let as_user = match client {
-                Client::Nix28 => format!("setpriv --reuid={uid} --regid={gid} --clear-groups "),
-                Client::Nix234 => format!("--userspec={uid}:{gid} "),
-            };
-            (home, as_user)
-        }
+    let run = ScenarioRun {
+        client,
+        daemon,
+        role,
+        input,
+        file,
+        script,
+        config,
     };
-    let client_prefix = match (client, role) {
-        (Client::Nix28, Role::Root) => String::new(),
-        (Client::Nix28, Role::Untrusted) => as_user.clone(),
-        (Client::Nix234, _) => format!("chroot {as_user}{SID_CHROOT} "),
-    };
-    // The scenario is written to a file both the host and the chroot can read.
-    std::fs::write(input.join(file), scenario.replace("\\$", "$")).expect("write");
-    let script = format!(
-        r#"
-# Not NIX_REMOTE=daemon here: a real nix-daemon started with it would open its own socket as
-# its store and connect to itself without end. Only the clients get it.
-export NIX_CONFIG=$'{daemon_config}'
-mkdir -p /mnt/in /nix/ipfs
-mount --bind '{input}' /mnt/in
-if [ -d '{chroot}' ]; then
-  mount --bind /proc '{chroot}/proc'
-  mount --rbind /dev '{chroot}/dev'
-  mkdir -p '{chroot}/mnt/in'
-  mount --bind '{input}' '{chroot}/mnt/in'
-  mount --rbind /nix '{chroot}/nix'
-fi
-{daemon_cmd} > /nix/daemon.log 2>&1 &
-dpid=$!
-# The chroot's bind of the FUSE view goes first: a FUSE session ends only when its last mount does.
-trap "umount -l '{chroot}/nix/store' 2>/dev/null || true; kill -TERM \$dpid 2>/dev/null; wait \$dpid 2>/dev/null || true" EXIT
-for i in $(seq 1 100); do [ -S /nix/var/nix/daemon-socket/socket ] && break; sleep 0.1; done
-[ -S /nix/var/nix/daemon-socket/socket ] || {{ cat /nix/daemon.log; exit 1; }}
-# Our daemon mounts its FUSE view on /nix/store: show it in the chroot too.
-if [ -d '{chroot}' ] && grep -q ' /nix/store fuse' /proc/mounts; then mount --bind /nix/store '{chroot}/nix/store'; fi
-mkdir -p '{home}'
-[ -z '{as_user}' ] || chown {USER_NAME} '{home}'
-{client_prefix}env -i PATH=/usr/bin:/bin HOME='{home}' NIX_REMOTE=daemon "NIX_CONFIG=$NIX_CONFIG" bash /mnt/in/{file}
-"#,
-        input = input.display(),
-        chroot = if client == Client::Nix234 {
-            SID_CHROOT
-        } else {
-            "/nonexistent"
-        },
-    );
-    // The script names the daemon and the client, so a failure says which run it was.
-    normalise(&in_namespace_ok(&script, &[]), client)
+    normalise(&pkgchain_tests_nixpkgs::scenario::transcript(&run), client)
 }
 
 /// Removes what differs between daemons by design: registration times (in `path-info --json`).
@@ -372,12 +250,8 @@ fn compare(client: Client, role: Role) {
     let mut tools = vec!["unshare", "nix-store", "nix-daemon"];
     if client == Client::Nix234 {
         tools.push("chroot");
-        if !Path::new(SID_CHROOT).join("usr/bin/nix-daemon").exists() {
-            if skipping_allowed() {
-                eprintln!("skipped: no Nix 2.34 chroot at {SID_CHROOT}");
-                return;
-            }
-            panic!("no Nix 2.34 chroot at {SID_CHROOT}: run scripts/install-test-deps.sh");
+        if !client_available(client) {
+            return;
         }
     }
     if role == Role::Untrusted {

@@ -58,6 +58,11 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // The sandbox's helper stages are this program re-executed: before anything else (they
+    // must start single-threaded).
+    if let Some(code) = pkgchain_sandbox::stages::run_stage_if_requested() {
+        return code;
+    }
     pkgchain_daemon::memory::fix_allocator_thresholds();
     let cli = Cli::parse();
     if cli.version {

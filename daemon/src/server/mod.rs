@@ -6,6 +6,7 @@
 //! settings, its negotiated protocol version. A connection that sends garbage gets an error and
 //! is closed; the others are not affected.
 
+mod building;
 mod connection;
 mod ops;
 mod records;
@@ -24,6 +25,7 @@ use crate::auth::AccessRules;
 use crate::nix_conf::NixConfig;
 
 pub use connection::{serve_connection, serve_stdio};
+pub(crate) use records::write_log;
 
 /// The Nix version this daemon reports in the handshake (1.33 and later) and `--version`:
 /// the newest Nix whose protocol it speaks, marked as ours.
@@ -48,6 +50,8 @@ pub struct DaemonState {
     pub connections: AtomicU64,
     /// Connections being served on the socket now.
     pub open_connections: AtomicU64,
+    /// The build scheduler.
+    pub builds: Arc<crate::build::Builds>,
 }
 
 impl DaemonState {
@@ -60,7 +64,11 @@ impl DaemonState {
         locations: &crate::locations::Locations,
     ) -> DaemonState {
         let roots = RootsLayout::new(&locations.state_dir, store.store_dir().clone());
+        let builds = Arc::new(crate::build::Builds::new(
+            crate::build::BuildConfig::from_settings(&config, locations),
+        ));
         DaemonState {
+            builds,
             store,
             rules,
             config,

@@ -14,9 +14,7 @@ use pkgchain_protocol::request::add::multiple;
 use pkgchain_protocol::request::{Payload, Request};
 use pkgchain_protocol::stderr::StderrMessage;
 use pkgchain_protocol::tunnel::StderrReadSource;
-use pkgchain_protocol::types::{
-    BuildMode, BuildResult, BuildStatus, BuiltOutput, DerivedPath, KeyedBuildResult, OutputsSpec,
-};
+use pkgchain_protocol::types::{BuildMode, DerivedPath, OutputsSpec};
 use pkgchain_protocol::wire::AsyncReader;
 use pkgchain_store::StoreError;
 use pkgchain_store::{CaAddRequest, DumpFormat};
@@ -312,15 +310,22 @@ impl Conn {
             Request::QueryMissing(paths) => Reply::QueryMissing(self.query_missing(paths).await?),
             Request::BuildPaths { paths, mode } => {
                 self.refuse_repair(mode)?;
-                let missing = self.query_missing(paths).await?;
-                if !missing.will_build.is_empty() || !missing.unknown.is_empty() {
-                    return Err(not_yet("BuildPaths", "sandboxed builds, issue 4"));
+                let results = self.build_paths(paths, mode).await?;
+                let (logged, error) = super::building::build_failure(&results, &dir);
+                for message in logged {
+                    self.send(&StderrMessage::Next(
+                        super::building::error_line(&message).into(),
+                    ))
+                    .await?;
+                }
+                if let Some(message) = error {
+                    return Err(failed(message));
                 }
                 Reply::Ack
             }
             Request::BuildPathsWithResults { paths, mode } => {
                 self.refuse_repair(mode)?;
-                Reply::BuildPathsWithResults(self.results_for_valid(paths).await?)
+                Reply::BuildPathsWithResults(self.build_paths(paths, mode).await?)
             }
             Request::BuildDerivation(_) => {
                 return Err(not_yet("BuildDerivation", "sandboxed builds, issue 4"));
@@ -478,41 +483,6 @@ impl Conn {
             Ok(Err(e)) => Err(OpError::Abort(e.to_string())),
             Err(e) => Err(OpError::Abort(e.to_string())),
         }
-    }
-
-    /// `BuildPathsWithResults` when nothing needs building: every opaque path valid and every
-    /// wanted output of every derivation valid ("already valid", with the outputs). Anything
-    /// that would need a build or a substituter is an error until those exist.
-    async fn results_for_valid(
-        &self,
-        paths: Vec<DerivedPath>,
-    ) -> Result<Vec<KeyedBuildResult>, OpError> {
-        let missing = self.query_missing(paths.clone()).await?;
-        if !missing.will_build.is_empty() || !missing.unknown.is_empty() {
-            return Err(not_yet(
-                "BuildPathsWithResults",
-                "sandboxed builds and substituters, issues 4 and 6",
-            ));
-        }
-        let store = &self.state.store;
-        let mut results = Vec::with_capacity(paths.len());
-        for path in paths {
-            let mut result = BuildResult::new(BuildStatus::AlreadyValid);
-            if let DerivedPath::Built { drv_path, outputs } = &path {
-                let map = store.query_derivation_output_map(&drv_path.root).await?;
-                for (name, out) in map {
-                    let wanted = match outputs {
-                        OutputsSpec::All => true,
-                        OutputsSpec::Names(names) => names.contains(&name),
-                    };
-                    if let (true, Some(out)) = (wanted, out) {
-                        result.built_outputs.insert(name, BuiltOutput::new(out));
-                    }
-                }
-            }
-            results.push(KeyedBuildResult { path, result });
-        }
-        Ok(results)
     }
 
     /// What `QueryMissing` answers without substituters: opaque paths that are not valid are

@@ -235,7 +235,7 @@ impl Conn {
         let target = dir.join(format!("{rest}.bz2"));
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
         let t = target.clone();
-        let writer = tokio::task::spawn_blocking(move || write_log(&dir, &t, &mut rx));
+        let writer = tokio::task::spawn_blocking(move || write_log(&dir, &t, &mut rx, false));
         let shown = state.store.store_dir().display(drv_path);
         let read = async {
             let mut total: u64 = 0;
@@ -279,14 +279,16 @@ impl Conn {
 }
 
 /// Compresses what arrives on `rx` into a temporary file in `dir` and renames it to `target`
-/// when the end marker (an empty chunk) comes; without it the file is removed.
-fn write_log(
+/// when the end marker (an empty chunk) comes; without it the file is removed. A log already
+/// at `target` is kept (`AddBuildLog`, Nix keeps the first) unless `replace` (a new build).
+pub(crate) fn write_log(
     dir: &Path,
     target: &Path,
     rx: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+    replace: bool,
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    if target.exists() {
+    if !replace && target.exists() {
         // Nix keeps the first log of a derivation.
         while rx.blocking_recv().is_some() {}
         return Ok(());
@@ -306,6 +308,9 @@ fn write_log(
     }
     let temp = encoder.finish()?;
     temp.as_file().sync_all()?;
+    if replace {
+        return temp.persist(target).map(drop).map_err(|e| e.error);
+    }
     match temp.persist_noclobber(target) {
         Ok(_) => Ok(()),
         Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),

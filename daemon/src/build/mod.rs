@@ -1,0 +1,520 @@
+//! The build scheduler (Nix's goals and worker): realises derivations by building their
+//! missing inputs first, independent ones in parallel up to the client's `max-jobs`, each
+//! derivation's build shared by every client that asks for it at the same time, and each
+//! build run in the sandbox ([`pkgchain_sandbox`]). Its log goes to every waiting client as
+//! it comes and to Nix's log directory (`drvs/XX/REST.bz2`), where `nix log` reads it.
+
+mod env;
+mod one;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use pkgchain_protocol::types::{BuildMode, BuildResult, BuildStatus, BuiltOutput};
+use pkgchain_sandbox::root::HostPath;
+use pkgchain_sandbox::spec::IdMapping;
+use pkgchain_store::Store;
+use pkgchain_store_model::derivation::DerivationOutput;
+use pkgchain_store_model::store_path::StorePath;
+use tokio::sync::{Semaphore, mpsc, watch};
+
+/// The first outside uid of build slots (Nix's `start-id` for auto-allocated ids).
+const FIRST_BUILD_ID: u32 = 872_415_232;
+/// Ids per slot (Nix's `id-count` per build).
+const IDS_PER_SLOT: u32 = 65_536;
+/// Build slots (concurrent sandboxes, whatever `max-jobs` says).
+const SLOTS: usize = 64;
+
+/// Daemon-wide build settings (from `nix.conf` and the process).
+#[derive(Debug, Clone)]
+pub struct BuildConfig {
+    /// The program that runs the sandbox's stages (`/proc/self/exe` for the daemon).
+    pub helper: PathBuf,
+    /// Where build roots are made (under the state directory).
+    pub build_root: PathBuf,
+    /// `sandbox-paths` and `extra-sandbox-paths`.
+    pub sandbox_paths: Vec<HostPath>,
+    /// `sandbox-build-dir` (`/build`).
+    pub build_dir_inside: String,
+    /// `system` (`x86_64-linux`).
+    pub system: String,
+    /// The daemon's environment, for fixed-output derivations' `impureEnvVars`.
+    pub impure_env: BTreeMap<String, String>,
+    /// Where build logs go (`NIX_LOG_DIR`).
+    pub log_dir: PathBuf,
+}
+
+impl BuildConfig {
+    /// The settings from `nix.conf` and the daemon's locations.
+    pub fn from_settings(
+        config: &crate::nix_conf::NixConfig,
+        loc: &crate::locations::Locations,
+    ) -> BuildConfig {
+        let mut sandbox_paths: Vec<HostPath> = config
+            .list("sandbox-paths", &[])
+            .iter()
+            .chain(config.list("extra-sandbox-paths", &[]).iter())
+            .map(|e| HostPath::parse(e))
+            .collect();
+        sandbox_paths.dedup();
+        BuildConfig {
+            helper: PathBuf::from("/proc/self/exe"),
+            build_root: loc.state_dir.join("builds"),
+            sandbox_paths,
+            build_dir_inside: config
+                .get("sandbox-build-dir")
+                .unwrap_or("/build")
+                .trim()
+                .to_owned(),
+            system: config
+                .get("system")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(host_system),
+            impure_env: std::env::vars().collect(),
+            log_dir: loc.log_dir.clone(),
+        }
+    }
+
+    fn ids_for(&self, slot: usize) -> IdMapping {
+        if rustix::process::geteuid().is_root() {
+            IdMapping::Range {
+                base: FIRST_BUILD_ID + IDS_PER_SLOT * slot as u32,
+            }
+        } else {
+            IdMapping::Own {
+                uid: rustix::process::geteuid().as_raw(),
+                gid: rustix::process::getegid().as_raw(),
+            }
+        }
+    }
+}
+
+/// Nix's name for this machine's platform.
+fn host_system() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86" => "i686",
+        a => a,
+    };
+    format!("{arch}-linux")
+}
+
+/// Per-request options (the client's `SetOptions` and the build mode).
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Normal, repair or check.
+    pub mode: BuildMode,
+    /// `max-jobs`.
+    pub max_jobs: u32,
+    /// `cores` (`NIX_BUILD_CORES`).
+    pub cores: u32,
+    /// `timeout`.
+    pub timeout: Option<Duration>,
+    /// `max-silent-time`.
+    pub max_silent: Option<Duration>,
+    /// `max-build-log-size`.
+    pub max_log_size: Option<u64>,
+    /// `keep-going`.
+    pub keep_going: bool,
+    /// `keep-failed`.
+    pub keep_failed: bool,
+}
+
+/// What a waiting client is told.
+#[derive(Debug, Clone)]
+pub enum BuildEvent {
+    /// A build started (activity id, derivation).
+    Started(u64, StorePath),
+    /// A line of its log.
+    Line(u64, String),
+    /// It ended.
+    Stopped(u64),
+    /// A build this one needed failed (Nix logs the error and goes on to fail the dependent).
+    InputFailed(String),
+}
+
+/// The events of one running build, fanned out to every client waiting for it.
+pub(crate) struct JobEvents {
+    activity: u64,
+    drv: StorePath,
+    listeners: Mutex<Vec<mpsc::UnboundedSender<BuildEvent>>>,
+    log: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
+}
+
+impl JobEvents {
+    fn send(&self, event: BuildEvent) {
+        if let Ok(mut l) = self.listeners.lock() {
+            l.retain(|tx| tx.send(event.clone()).is_ok());
+        }
+    }
+
+    fn subscribe(&self, tx: mpsc::UnboundedSender<BuildEvent>) {
+        let _ = tx.send(BuildEvent::Started(self.activity, self.drv.clone()));
+        if let Ok(mut l) = self.listeners.lock() {
+            l.push(tx);
+        }
+    }
+
+    pub(crate) fn line(&self, line: String) {
+        self.send(BuildEvent::Line(self.activity, line));
+    }
+
+    pub(crate) fn log(&self, chunk: &[u8]) {
+        if let Ok(guard) = self.log.lock()
+            && let Some(tx) = guard.as_ref()
+        {
+            // The writer keeps up or the log loses pieces; it never blocks the build.
+            let _ = tx.try_send(chunk.to_vec());
+        }
+    }
+}
+
+/// A build in progress or done, shared by everyone who asked.
+struct Job {
+    events: Arc<JobEvents>,
+    done: watch::Receiver<Option<Arc<JobResult>>>,
+}
+
+#[derive(Debug, Clone)]
+struct JobResult {
+    result: BuildResult,
+    error: Option<String>,
+}
+
+/// A sandbox slot (its own id range).
+pub(crate) struct Slot {
+    index: usize,
+    builds: Arc<Mutex<Vec<bool>>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.builds.lock() {
+            s[self.index] = false;
+        }
+    }
+}
+
+/// The scheduler.
+pub struct Builds {
+    config: BuildConfig,
+    jobs: Mutex<HashMap<(StorePath, bool), Arc<Job>>>,
+    slots: Arc<Mutex<Vec<bool>>>,
+    slot_free: Semaphore,
+    counter: AtomicU64,
+    setup_total_us: AtomicU64,
+    setups: AtomicU64,
+}
+
+impl Builds {
+    /// A scheduler with `config`.
+    pub fn new(config: BuildConfig) -> Builds {
+        Builds {
+            config,
+            jobs: Mutex::new(HashMap::new()),
+            slots: Arc::new(Mutex::new(vec![false; SLOTS])),
+            slot_free: Semaphore::new(SLOTS),
+            counter: AtomicU64::new(1),
+            setup_total_us: AtomicU64::new(0),
+            setups: AtomicU64::new(0),
+        }
+    }
+
+    fn next_build_number(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn take_slot(&self) -> Slot {
+        // A permit guarantees a free entry; it is given back with the entry.
+        if let Ok(permit) = self.slot_free.acquire().await {
+            permit.forget();
+        }
+        let index = self
+            .slots
+            .lock()
+            .ok()
+            .and_then(|mut s| {
+                let i = s.iter().position(|used| !used)?;
+                s[i] = true;
+                Some(i)
+            })
+            .unwrap_or(0);
+        Slot {
+            index,
+            builds: Arc::clone(&self.slots),
+        }
+    }
+
+    async fn record_setup(&self, setup: Duration) {
+        self.setup_total_us
+            .fetch_add(setup.as_micros() as u64, Ordering::Relaxed);
+        self.setups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Mean sandbox set-up time so far (for benchmarks and `tracing`).
+    pub fn mean_setup(&self) -> Option<Duration> {
+        let n = self.setups.load(Ordering::Relaxed);
+        (n > 0).then(|| Duration::from_micros(self.setup_total_us.load(Ordering::Relaxed) / n))
+    }
+
+    /// Realises each `(derivation, wanted outputs)` (all outputs when `None`), building what
+    /// is missing, inputs first, at most the client's `max-jobs` at once. Events of every
+    /// build this waits for go to `events`. Results come in the order asked.
+    pub async fn realise(
+        self: &Arc<Self>,
+        store: &Store,
+        wanted: Vec<(StorePath, Option<Vec<String>>)>,
+        opts: &BuildOptions,
+        events: mpsc::UnboundedSender<BuildEvent>,
+    ) -> Vec<(BuildResult, Option<String>)> {
+        if opts.max_jobs == 0 && !wanted.is_empty() {
+            let needed: Vec<String> = wanted
+                .iter()
+                .map(|(d, _)| store.store_dir().display(d))
+                .collect();
+            let msg = format!(
+                "unable to start any build; either increase '--max-jobs' or enable remote builds (needed: {})",
+                needed.join(", ")
+            );
+            let mut r = BuildResult::new(BuildStatus::MiscFailure);
+            r.error_msg = msg.clone();
+            return wanted
+                .iter()
+                .map(|_| (r.clone(), Some(msg.clone())))
+                .collect();
+        }
+        let limit = Arc::new(Semaphore::new(opts.max_jobs.max(1) as usize));
+        let all = wanted.into_iter().map(|(drv_path, names)| {
+            let fut = self.realise_inner(
+                store,
+                drv_path,
+                opts.clone(),
+                true,
+                Arc::clone(&limit),
+                events.clone(),
+            );
+            async move {
+                let r = fut.await;
+                let mut result = r.result.clone();
+                if let Some(names) = names {
+                    result.built_outputs.retain(|k, _| names.contains(k));
+                }
+                (result, r.error.clone())
+            }
+        });
+        let results = futures::future::join_all(all).await;
+        drop(events);
+        results
+    }
+
+    fn realise_inner(
+        self: &Arc<Self>,
+        store: &Store,
+        drv_path: StorePath,
+        opts: BuildOptions,
+        top: bool,
+        limit: Arc<Semaphore>,
+        events: mpsc::UnboundedSender<BuildEvent>,
+    ) -> BoxFuture<'static, Arc<JobResult>> {
+        let this = Arc::clone(self);
+        let store = store.clone();
+        Box::pin(async move {
+            let fail = |status, msg: String| {
+                let mut r = BuildResult::new(status);
+                r.error_msg = msg.clone();
+                Arc::new(JobResult {
+                    result: r,
+                    error: Some(msg),
+                })
+            };
+            let dir = store.store_dir().clone();
+            let shown = dir.display(&drv_path);
+            let drv = match store.read_derivation(&drv_path).await {
+                Ok(d) => d,
+                Err(e) => return fail(BuildStatus::MiscFailure, e.to_string()),
+            };
+            let mut outputs = BTreeMap::new();
+            for (name, out) in &drv.outputs {
+                match out.path(&dir, &drv.name, name) {
+                    Ok(Some(p)) => {
+                        outputs.insert(name.clone(), p);
+                    }
+                    _ => {
+                        let kind = match out {
+                            DerivationOutput::Impure { .. } => "impure derivations",
+                            _ => "content-addressed derivations (ca-derivations)",
+                        };
+                        return fail(
+                            BuildStatus::MiscFailure,
+                            format!(
+                                "cannot build '{shown}': {kind} are not supported by this daemon yet"
+                            ),
+                        );
+                    }
+                }
+            }
+            let mode = if top { opts.mode } else { BuildMode::Normal };
+            let mut all_valid = true;
+            for p in outputs.values() {
+                if !store.is_valid_path(p).await.unwrap_or(false) {
+                    all_valid = false;
+                }
+            }
+            if all_valid && mode != BuildMode::Check && mode != BuildMode::Repair {
+                let mut r = BuildResult::new(BuildStatus::AlreadyValid);
+                for (n, p) in &outputs {
+                    r.built_outputs
+                        .insert(n.clone(), BuiltOutput::new(p.clone()));
+                }
+                return Arc::new(JobResult {
+                    result: r,
+                    error: None,
+                });
+            }
+            if mode == BuildMode::Repair {
+                return fail(
+                    BuildStatus::MiscFailure,
+                    "repairing derivation outputs (--repair) is not supported by this daemon yet"
+                        .into(),
+                );
+            }
+
+            // Inputs first, concurrently.
+            let inputs: Vec<StorePath> = drv.input_drvs.keys().cloned().collect();
+            let mut pending = futures::stream::FuturesUnordered::new();
+            for input in inputs {
+                pending.push(this.realise_inner(
+                    &store,
+                    input,
+                    opts.clone(),
+                    false,
+                    Arc::clone(&limit),
+                    events.clone(),
+                ));
+            }
+            let mut failed_inputs = 0;
+            while let Some(r) = futures::StreamExt::next(&mut pending).await {
+                if let Some(e) = &r.error {
+                    failed_inputs += 1;
+                    // Logged as it happens; the dependent fails with a message of its own.
+                    let _ = events.send(BuildEvent::InputFailed(e.clone()));
+                    if !opts.keep_going {
+                        break;
+                    }
+                }
+            }
+            drop(pending);
+            if failed_inputs > 0 {
+                return fail(
+                    BuildStatus::DependencyFailed,
+                    format!("{failed_inputs} dependencies of derivation '{shown}' failed to build"),
+                );
+            }
+
+            // The build itself, shared with anyone else asking for it.
+            let check = mode == BuildMode::Check;
+            let key = (drv_path.clone(), check);
+            let (job, start) = {
+                let Ok(mut jobs) = this.jobs.lock() else {
+                    return fail(BuildStatus::MiscFailure, "scheduler state poisoned".into());
+                };
+                match jobs.get(&key) {
+                    Some(j) if j.done.borrow().is_none() => (Arc::clone(j), None),
+                    _ => {
+                        let (tx, rx) = watch::channel(None);
+                        let job = Arc::new(Job {
+                            events: Arc::new(JobEvents {
+                                activity: this.next_build_number()
+                                    | (u64::from(std::process::id()) << 32),
+                                drv: drv_path.clone(),
+                                listeners: Mutex::new(Vec::new()),
+                                log: Mutex::new(None),
+                            }),
+                            done: rx,
+                        });
+                        jobs.insert(key.clone(), Arc::clone(&job));
+                        (job, Some(tx))
+                    }
+                }
+            };
+            if let Some(tx) = start {
+                let this2 = Arc::clone(&this);
+                let store2 = store.clone();
+                let job2 = Arc::clone(&job);
+                let drv_path2 = drv_path.clone();
+                let mut opts2 = opts.clone();
+                opts2.mode = mode;
+                let limit2 = Arc::clone(&limit);
+                tokio::spawn(async move {
+                    let permit = limit2.acquire_owned().await.ok();
+                    let log_writer = this2.open_log(&drv_path2, &job2.events);
+                    let outcome = one::build(one::BuildJob {
+                        builds: &this2,
+                        store: &store2,
+                        drv_path: &drv_path2,
+                        drv: &drv,
+                        outputs: &outputs,
+                        opts: &opts2,
+                        events: &job2.events,
+                    })
+                    .await;
+                    drop(permit);
+                    if let Ok(mut l) = job2.events.log.lock()
+                        && let Some(tx) = l.take()
+                    {
+                        // The end marker: the log is complete.
+                        let _ = tx.try_send(Vec::new());
+                    }
+                    if let Some(w) = log_writer {
+                        let _ = w.await;
+                    }
+                    job2.events.send(BuildEvent::Stopped(job2.events.activity));
+                    let _ = tx.send(Some(Arc::new(JobResult {
+                        result: outcome.result,
+                        error: outcome.error,
+                    })));
+                    if let Ok(mut jobs) = this2.jobs.lock() {
+                        jobs.remove(&(drv_path2, opts2.mode == BuildMode::Check));
+                    }
+                });
+            }
+            job.events.subscribe(events.clone());
+            let mut done = job.done.clone();
+            loop {
+                if let Some(r) = done.borrow().clone() {
+                    return r;
+                }
+                if done.changed().await.is_err() {
+                    return fail(
+                        BuildStatus::MiscFailure,
+                        "the build task ended without a result".into(),
+                    );
+                }
+            }
+        })
+    }
+
+    /// Starts the log writer of a build (`<log dir>/drvs/XX/REST.bz2`, replaced).
+    fn open_log(
+        &self,
+        drv_path: &StorePath,
+        events: &JobEvents,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let base = drv_path.base_name();
+        let (first, rest) = base.split_at(2);
+        let dir = self.config.log_dir.join("drvs").join(first);
+        let target = dir.join(format!("{rest}.bz2"));
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
+        if let Ok(mut l) = events.log.lock() {
+            *l = Some(tx);
+        }
+        Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::server::write_log(&dir, &target, &mut rx, true) {
+                tracing::warn!(error = %e, log = %target.display(), "writing a build log");
+            }
+        }))
+    }
+}

@@ -1,0 +1,66 @@
+# Derivations for the end-to-end build scenarios. Builders are the host's shells, made visible
+# in the sandbox with `extra-sandbox-paths` (see tests/builds.rs).
+let
+  system = builtins.currentSystem;
+  sh = script: extra: derivation ({
+    inherit system;
+    name = extra.name or "simple";
+    builder = "/usr/bin/sh";
+    args = [ "-c" script ];
+    PATH = "/usr/bin";
+  } // builtins.removeAttrs extra [ "name" ]);
+in rec {
+  simple = sh "echo hello > $out" { };
+  dependent = sh "read x < ${simple}; echo \"$x from ${simple}\" > $out" { name = "dependent"; };
+  multi = sh ''
+    echo lib > $out
+    mkdir $dev
+    echo "include for $out" > $dev/inc
+  '' { name = "multi"; outputs = [ "out" "dev" ]; };
+  fixed = sh "echo fixed > $out" {
+    name = "fixed";
+    outputHashMode = "flat";
+    outputHashAlgo = "sha256";
+    outputHash = "sha256-DDBxQY5jVuYUiYyE7QZMqV6IVRvAgRtTS98ZUuza5TQ=";
+  };
+  fixedRecursive = sh "mkdir $out; echo fixed > $out/f" {
+    name = "fixed-recursive";
+    outputHashMode = "recursive";
+    outputHashAlgo = "sha256";
+    outputHash = "sha256-EAYPGzzZJppauAqI3bolptbvpFyr0ZcWvusKih+srYw=";
+  };
+  wrongHash = sh "echo not what was promised > $out" {
+    name = "wrong-hash";
+    outputHashMode = "flat";
+    outputHashAlgo = "sha256";
+    outputHash = "sha256-DDBxQY5jVuYUiYyE7QZMqV6IVRvAgRtTS98ZUuza5TQ=";
+  };
+  structured = derivation {
+    inherit system;
+    name = "structured";
+    builder = "/usr/bin/bash";
+    __structuredAttrs = true;
+    words = [ "one" "two" ];
+    count = 3;
+    PATH = "/usr/bin";
+    args = [ "-c" ''
+      source .attrs.sh
+      echo "${"$"}{words[1]} $count ${"$"}{outputs[out]}" > ${"$"}{outputs[out]}
+    '' ];
+  };
+  passAsFile = sh "cat $bigPath > $out" { name = "pass-as-file"; big = "a large value"; passAsFile = [ "big" ]; };
+  environment = sh ''
+    for v in HOME PATH TMPDIR NIX_BUILD_TOP NIX_STORE TERM NIX_LOG_FD PWD; do
+      eval "echo $v=\$$v"
+    done > $out
+    echo "uid=$(id -u 2>/dev/null || echo none)" >> $out
+  '' { name = "environment"; };
+  references = sh "echo ${simple} > $out; echo ${dependent} >> $out" { name = "references"; };
+  failing = sh "echo about to fail; echo on stderr >&2; exit 3" { name = "failing"; };
+  failing2 = sh "exit 4" { name = "failing-two"; };
+  dependsOnFailing = sh "echo ${failing} > $out" { name = "depends-on-failing"; };
+  noOutput = sh "echo did nothing" { name = "no-output"; };
+  nondeterministic = sh "cat /proc/sys/kernel/random/uuid > $out" { name = "nondeterministic"; };
+  sleepy = sh "echo going to sleep; sleep 30; echo woke > $out" { name = "sleepy"; };
+  logged = sh "for i in 1 2 3; do echo line $i; done; echo done > $out" { name = "logged"; };
+}

@@ -1,0 +1,116 @@
+//! End-to-end builds: `nix-build`, `nix build`, `nix-store -l` and `nix log` of the real Nix
+//! 2.8 and 2.34 clients against our daemon and, as the control, the real `nix-daemon` of the
+//! same version, both with the sandbox on. The derivations are in `nix/builds.nix`; their
+//! builders are the host's shells, made visible in the sandbox with `extra-sandbox-paths`.
+//! The transcripts hold the facts that must agree (output paths, contents, references, exit
+//! codes, the key words of each error, the stored logs) and must be equal.
+
+use std::path::Path;
+
+use pkgchain_tests_nixpkgs::scenario::{
+    Client, Daemon, Role, ScenarioRun, client_available, transcript,
+};
+use pkgchain_tests_nixpkgs::{prerequisites, readable_input_dir};
+
+/// The build scenario. `show` prints a path's contents (file or tree) and references.
+const SCENARIO: &str = r#"
+nix() { command nix --extra-experimental-features nix-command "$@"; }
+I=/mnt/in
+T=/nix/scenario-tmp
+mkdir -p $T
+B="nix-build $I/builds.nix --no-out-link"
+show() {
+  if [ -d "$1" ]; then
+    (cd "$1" && find . -type f | LC_ALL=C sort | while read f; do echo "$f: $(cat "$f")"; done)
+  else
+    echo "file: $(cat "$1")"
+  fi
+  nix-store -q --references "$1" | sed 's/^/  ref /'
+}
+# A build that fails: its exit status and which of the expected words its error has.
+failure() {
+  what=$1; shift
+  "$@" > $T/out 2>&1; echo "$what exit $?"
+  for w in "about to fail" "on stderr" "exit code 3" "exit code 4" "failed to produce output path for output 'out'" \
+           "may not be deterministic" "dependenc" "timed out after 2 seconds" "hash mismatch in fixed-output derivation"; do
+    grep -q -e "$w" $T/out && echo "  says: $w"
+  done
+  grep -o -e 'specified: *sha256-[A-Za-z0-9+/=]*' -e 'got: *sha256-[A-Za-z0-9+/=]*' $T/out | tr -s ' ' || true
+}
+for a in simple dependent multi fixed fixedRecursive structured passAsFile environment references logged; do
+  P=$($B -A $a 2>$T/err); s=$?
+  echo "== $a exit $s"
+  [ $s = 0 ] || cat $T/err
+  for p in $P; do echo "$p"; show "$p"; done
+done
+D=$(nix-instantiate $I/builds.nix -A logged 2>/dev/null)
+echo "nix-store -l: $(nix-store -l $D | tr '\n' '|')"
+echo "nix log: $(nix log $D | tr '\n' '|')"
+echo "again: $($B -A logged 2>&1 | grep -c 'line 1')"
+failure failing $B -A failing
+F=$(nix-instantiate $I/builds.nix -A failing 2>/dev/null)
+echo "failed log: $(nix-store -l $F 2>&1 | tr '\n' '|')"
+failure no-output $B -A noOutput
+failure depends-on-failing $B -A dependsOnFailing
+failure wrong-hash $B -A wrongHash
+failure check-simple $B -A simple --check
+$B -A nondeterministic > /dev/null 2>&1
+failure check-nondeterministic $B -A nondeterministic --check
+failure keep-going nix-build $I/builds.nix --no-out-link --keep-going -A failing -A failing2 -A logged
+failure timeout $B -A sleepy --timeout 2
+failure silent $B -A sleepy --option max-silent-time 2
+echo "print-out-paths: $(nix build --no-link --print-out-paths -f $I/builds.nix simple 2>&1)"
+echo "sleepy valid: $(nix-store --check-validity $(nix eval --raw -f $I/builds.nix sleepy.outPath 2>/dev/null) 2>&1 | wc -l)"
+"#;
+
+fn compare(client: Client) {
+    let mut tools = vec!["unshare", "nix-build", "nix-daemon"];
+    if client == Client::Nix234 {
+        tools.push("chroot");
+    }
+    if !prerequisites(&tools) || !client_available(client) {
+        return;
+    }
+    let input = readable_input_dir("pkgchain-builds-e2e-");
+    let nix_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("nix");
+    std::fs::copy(nix_dir.join("builds.nix"), input.path().join("builds.nix")).expect("copy");
+    let config = r"sandbox = true\nbuild-users-group =\nextra-sandbox-paths = /usr /lib /lib64\nsubstituters =\nrequire-sigs = false";
+    let run = |daemon| {
+        transcript(&ScenarioRun {
+            client,
+            daemon,
+            role: Role::Root,
+            input: input.path(),
+            file: "builds.sh",
+            script: SCENARIO,
+            config,
+        })
+    };
+    let theirs = run(Daemon::RealNix);
+    let ours = run(Daemon::Ours);
+    eprintln!("--- ours ---\n{ours}\n--- theirs ---\n{theirs}");
+    assert!(ours.contains("== simple exit 0\n/nix/store/"), "{ours}");
+    assert!(ours.contains("failing exit 1"), "{ours}");
+    if ours != theirs {
+        let diff: Vec<String> = ours
+            .lines()
+            .zip(theirs.lines())
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| format!("ours:  {a}\ntheirs: {b}"))
+            .collect();
+        panic!(
+            "transcripts differ:\n{}\n--- ours ---\n{ours}\n--- theirs ---\n{theirs}",
+            diff.join("\n")
+        );
+    }
+}
+
+#[test]
+fn nix_2_8_builds_match_nix_daemon() {
+    compare(Client::Nix28);
+}
+
+#[test]
+fn nix_2_34_builds_match_nix_daemon() {
+    compare(Client::Nix234);
+}
