@@ -66,17 +66,18 @@ pub async fn run(
 ) -> Result<Report, SandboxError> {
     let started = Instant::now();
     let frame = serde_json::to_vec(spec).map_err(|e| SandboxError::Helper(e.to_string()))?;
+    // The builder writes to a pseudo-terminal, as under nix-daemon: tools that colour their
+    // output when it is a terminal (automake's test driver...) log the same bytes.
+    let (mut log, terminal) = log_terminal()?;
     let mut child = tokio::process::Command::new(helper)
         .arg(STAGE1_ARG)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::from(terminal))
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| SandboxError::Helper(format!("starting {}: {e}", helper.display())))?;
-    let (Some(mut control), Some(events), Some(mut log)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
+    let (Some(mut control), Some(events)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(SandboxError::Helper(
             "the helper's pipes are missing".into(),
         ));
@@ -105,7 +106,13 @@ pub async fn run(
         Event::Started => {}
         Event::Failed(why) => {
             let mut output = Vec::new();
-            let _ = (&mut log).take(64 << 10).read_to_end(&mut output).await;
+            let mut chunk = vec![0u8; 4096];
+            while output.len() < 64 << 10 {
+                match log.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => output.extend_from_slice(&chunk[..n]),
+                }
+            }
             let _ = child.wait().await;
             let output = String::from_utf8_lossy(&output);
             return Err(SandboxError::Setup(if output.trim().is_empty() {
@@ -246,6 +253,46 @@ async fn next_event(
     }
     Event::parse(&line)
         .ok_or_else(|| SandboxError::Helper(format!("unexpected line from the helper: {line:?}")))
+}
+
+/// A pseudo-terminal in raw mode (no echo, no line discipline, `\n` kept as is): the side the
+/// daemon reads, and the side the builder's stdout and stderr become. When every copy of the
+/// builder's side is closed, reading fails with `EIO`: that is the end of the log.
+fn log_terminal() -> Result<(LogReader, std::os::fd::OwnedFd), SandboxError> {
+    use rustix::pty::OpenptFlags;
+    let err = |what: &str, e: rustix::io::Errno| SandboxError::Helper(format!("{what}: {e}"));
+    let master =
+        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+            .map_err(|e| err("posix_openpt", e))?;
+    rustix::pty::grantpt(&master).map_err(|e| err("grantpt", e))?;
+    rustix::pty::unlockpt(&master).map_err(|e| err("unlockpt", e))?;
+    let name = rustix::pty::ptsname(&master, Vec::new()).map_err(|e| err("ptsname", e))?;
+    let terminal = rustix::fs::open(
+        name.as_c_str(),
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| err("opening the terminal", e))?;
+    let mut termios = rustix::termios::tcgetattr(&terminal).map_err(|e| err("tcgetattr", e))?;
+    termios.make_raw();
+    rustix::termios::tcsetattr(&terminal, rustix::termios::OptionalActions::Now, &termios)
+        .map_err(|e| err("tcsetattr", e))?;
+    rustix::io::ioctl_fionbio(&master, true).map_err(|e| err("non-blocking", e))?;
+    let reader = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(master)
+        .map_err(|e| SandboxError::Helper(format!("registering the terminal: {e}")))?;
+    Ok((LogReader(reader), terminal))
+}
+
+/// The daemon's side of the log terminal: `EIO` (the builder's side is closed) reads as the end.
+struct LogReader(tokio::net::unix::pipe::Receiver);
+
+impl LogReader {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.0.read(buf).await {
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => Ok(0),
+            other => other,
+        }
+    }
 }
 
 fn write_id_maps(pid: u32, ids: IdMapping) -> Result<(), SandboxError> {

@@ -234,6 +234,8 @@ fn stage2_setup(control: &UnixStream) -> Result<Never, String> {
         serde_json::from_slice(&frame).map_err(|e| format!("the spec is malformed: {e}"))?;
     let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
     rustix::stdio::dup2_stdin(&null).map_err(|e| format!("dup2: {e}"))?;
+    // A session of its own: the log terminal is not its controlling terminal.
+    rustix::process::setsid().map_err(|e| format!("setsid: {e}"))?;
     mount_root(&spec)?;
     enter_root(&spec)?;
     drop_privileges(spec.ids)?;
@@ -352,10 +354,23 @@ fn enter_root(spec: &SandboxSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// Processes (and threads) the builder's uid may have at once: a fork bomb stops here. Each
+/// build slot has its own uid, so builds do not share the count; a parallel `make` or a test
+/// suite with many threads stays far below it.
+pub const MAX_BUILDER_PROCESSES: u64 = 4096;
+
 fn drop_privileges(ids: IdMapping) -> Result<(), String> {
     let (uid, gid) = ids.builder_ids_inside();
     if let IdMapping::Range { .. } = ids {
         rustix::thread::set_thread_groups(&[]).map_err(|e| format!("setgroups: {e}"))?;
+        // Counted per real uid; only meaningful where the builder's uid is its own (an
+        // ordinary user's daemon shares its uid with the builder).
+        let limit = rustix::process::Rlimit {
+            current: Some(MAX_BUILDER_PROCESSES),
+            maximum: Some(MAX_BUILDER_PROCESSES),
+        };
+        rustix::process::setrlimit(rustix::process::Resource::Nproc, limit)
+            .map_err(|e| format!("setrlimit(RLIMIT_NPROC): {e}"))?;
     }
     let gid = rustix::process::Gid::from_raw(gid);
     let uid = rustix::process::Uid::from_raw(uid);
