@@ -4,6 +4,7 @@
 //! build run in the sandbox ([`pkgchain_sandbox`]). Its log goes to every waiting client as
 //! it comes and to Nix's log directory (`drvs/XX/REST.bz2`), where `nix log` reads it.
 
+mod builtins;
 mod env;
 mod one;
 
@@ -18,7 +19,7 @@ use pkgchain_protocol::types::{BuildMode, BuildResult, BuildStatus, BuiltOutput}
 use pkgchain_sandbox::root::HostPath;
 use pkgchain_sandbox::spec::IdMapping;
 use pkgchain_store::Store;
-use pkgchain_store_model::derivation::DerivationOutput;
+use pkgchain_store_model::derivation::{Derivation, DerivationOutput};
 use pkgchain_store_model::store_path::StorePath;
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -46,6 +47,8 @@ pub struct BuildConfig {
     pub impure_env: BTreeMap<String, String>,
     /// Where build logs go (`NIX_LOG_DIR`).
     pub log_dir: PathBuf,
+    /// `hashed-mirrors`, for `builtin:fetchurl`.
+    pub hashed_mirrors: Vec<String>,
 }
 
 impl BuildConfig {
@@ -76,6 +79,7 @@ impl BuildConfig {
                 .unwrap_or_else(host_system),
             impure_env: std::env::vars().collect(),
             log_dir: loc.log_dir.clone(),
+            hashed_mirrors: config.list("hashed-mirrors", &[]),
         }
     }
 
@@ -310,10 +314,50 @@ impl Builds {
         results
     }
 
+    /// `BuildDerivation`: builds `drv`, which the client sent (its inputs are sources that must
+    /// be valid already; it has no input derivations), as `drv_path`.
+    pub async fn build_given(
+        self: &Arc<Self>,
+        store: &Store,
+        drv_path: StorePath,
+        drv: Derivation,
+        opts: &BuildOptions,
+        events: mpsc::UnboundedSender<BuildEvent>,
+    ) -> (BuildResult, Option<String>) {
+        let limit = Arc::new(Semaphore::new(opts.max_jobs.max(1) as usize));
+        let r = self
+            .realise_from(
+                store,
+                drv_path,
+                Some(drv),
+                opts.clone(),
+                true,
+                limit,
+                events,
+            )
+            .await;
+        (r.result.clone(), r.error.clone())
+    }
+
     fn realise_inner(
         self: &Arc<Self>,
         store: &Store,
         drv_path: StorePath,
+        opts: BuildOptions,
+        top: bool,
+        limit: Arc<Semaphore>,
+        events: mpsc::UnboundedSender<BuildEvent>,
+    ) -> BoxFuture<'static, Arc<JobResult>> {
+        self.realise_from(store, drv_path, None, opts, top, limit, events)
+    }
+
+    /// Realises `drv_path`, read from the store unless `given`.
+    #[allow(clippy::too_many_arguments)]
+    fn realise_from(
+        self: &Arc<Self>,
+        store: &Store,
+        drv_path: StorePath,
+        given: Option<Derivation>,
         opts: BuildOptions,
         top: bool,
         limit: Arc<Semaphore>,
@@ -332,9 +376,12 @@ impl Builds {
             };
             let dir = store.store_dir().clone();
             let shown = dir.display(&drv_path);
-            let drv = match store.read_derivation(&drv_path).await {
-                Ok(d) => d,
-                Err(e) => return fail(BuildStatus::MiscFailure, e.to_string()),
+            let drv = match given {
+                Some(d) => d,
+                None => match store.read_derivation(&drv_path).await {
+                    Ok(d) => d,
+                    Err(e) => return fail(BuildStatus::MiscFailure, e.to_string()),
+                },
             };
             let mut outputs = BTreeMap::new();
             for (name, out) in &drv.outputs {

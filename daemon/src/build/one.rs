@@ -96,14 +96,8 @@ async fn build_inner(job: &BuildJob<'_>) -> Result<Outcome, String> {
     let dir = store.store_dir();
     let shown = dir.display(drv_path);
     let drv_type = drv.drv_type().map_err(|e| e.to_string())?;
-    if drv.is_builtin() {
-        return Err(format!(
-            "builder '{}' of '{shown}' is not supported by this daemon yet (Nix's builtin builders come later in issue 4)",
-            String::from_utf8_lossy(&drv.builder)
-        ));
-    }
     let system = builds.config.system.as_str();
-    if drv.platform != system.as_bytes() {
+    if !drv.is_builtin() && drv.platform != system.as_bytes() {
         return Err(format!(
             "a '{}' with features {{}} is required to build '{shown}', but I am a '{system}'",
             String::from_utf8_lossy(&drv.platform)
@@ -145,6 +139,10 @@ async fn build_inner(job: &BuildJob<'_>) -> Result<Outcome, String> {
         cores: opts.cores,
         impure: &builds.config.impure_env,
     })?;
+
+    if drv.is_builtin() {
+        return build_builtin(job, &env.vars, &closure).await;
+    }
 
     let slot = builds.take_slot().await;
     let ids = builds.config.ids_for(slot.index);
@@ -304,7 +302,14 @@ async fn build_inner(job: &BuildJob<'_>) -> Result<Outcome, String> {
         opts.mode,
     )
     .await;
+    let teardown_started = std::time::Instant::now();
     cleanup(&root_dir, registered.is_err() && opts.keep_failed).await;
+    // Read by bench/daemon.sh.
+    info!(
+        setup_ms = report.setup.as_secs_f64() * 1000.0,
+        teardown_ms = teardown_started.elapsed().as_secs_f64() * 1000.0,
+        "sandbox times"
+    );
     let mut outcome = match registered {
         Ok(o) => o,
         Err((status, message)) => Outcome::failed(status, message),
@@ -312,6 +317,69 @@ async fn build_inner(job: &BuildJob<'_>) -> Result<Outcome, String> {
     outcome.result.cpu_user = Some(report.user_cpu);
     outcome.result.cpu_system = Some(report.system_cpu);
     Ok(outcome)
+}
+
+/// A builtin builder's run: in the daemon, into a fresh staging directory.
+async fn build_builtin(
+    job: &BuildJob<'_>,
+    vars: &BTreeMap<Vec<u8>, Vec<u8>>,
+    closure: &BTreeSet<StorePath>,
+) -> Result<Outcome, String> {
+    let (builds, store, drv_path, drv) = (job.builds, job.store, job.drv_path, job.drv);
+    let (outputs, opts, events) = (job.outputs, job.opts, job.events);
+    let dir = store.store_dir();
+    let shown = dir.display(drv_path);
+    let root_dir = builds.config.build_root.join(format!(
+        "{}-{}",
+        drv_path.base_name(),
+        builds.next_build_number()
+    ));
+    let staging = root_dir.join("store");
+    std::fs::create_dir_all(&staging)
+        .map_err(|e| format!("creating {}: {e}", staging.display()))?;
+    let builder = String::from_utf8_lossy(&drv.builder).into_owned();
+    let request = super::builtins::BuiltinRequest {
+        builder: &builder,
+        env: vars,
+        store_dir: dir.as_str(),
+        staging: &staging,
+        hashed_mirrors: &builds.config.hashed_mirrors,
+    };
+    let mut tail: VecDeque<String> = VecDeque::new();
+    let mut log = |line: String| {
+        events.log(format!("{line}\n").as_bytes());
+        events.line(line.clone());
+        tail.push_back(line);
+        if tail.len() > LOG_TAIL {
+            tail.pop_front();
+        }
+    };
+    let ran = super::builtins::run(&request, &mut log).await;
+    if let Err(message) = ran {
+        log(format!("error: {message}"));
+        cleanup(&root_dir, opts.keep_failed).await;
+        let lines: Vec<String> = tail.iter().map(|l| format!("> {l}")).collect();
+        let status = if drv.drv_type().is_ok_and(|t| t.is_fixed()) {
+            BuildStatus::TransientFailure
+        } else {
+            BuildStatus::PermanentFailure
+        };
+        return Ok(Outcome::failed(
+            status,
+            format!(
+                "builder for '{shown}' failed with exit code 1;\nlast {} log lines:\n{}",
+                lines.len(),
+                lines.join("\n")
+            ),
+        ));
+    }
+    let registered =
+        collect_outputs(store, drv_path, drv, outputs, closure, &staging, opts.mode).await;
+    cleanup(&root_dir, registered.is_err() && opts.keep_failed).await;
+    Ok(match registered {
+        Ok(o) => o,
+        Err((status, message)) => Outcome::failed(status, message),
+    })
 }
 
 fn signal_name(sig: i32) -> &'static str {

@@ -128,6 +128,49 @@ impl Conn {
             .collect())
     }
 
+    /// `BuildDerivation`: builds the derivation the client sent.
+    pub(super) async fn build_derivation(
+        &mut self,
+        req: pkgchain_protocol::request::BuildDerivation,
+    ) -> Result<BuildResult, OpError> {
+        let store = self.state.store.clone();
+        let dir = store.store_dir().clone();
+        let drv = basic_derivation(&req.drv_path, &req.drv, &dir)?;
+        let fixed_only = !drv.outputs.is_empty()
+            && drv.outputs.values().all(|o| {
+                matches!(
+                    o,
+                    pkgchain_store_model::derivation::DerivationOutput::CaFixed(_)
+                )
+            });
+        // As nix-daemon: an untrusted client could claim any output path of an
+        // input-addressed derivation.
+        if self.trust != crate::auth::Trust::Trusted && !fixed_only {
+            return Err(failed(
+                "you are not privileged to build input-addressed derivations",
+            ));
+        }
+        let opts = self.build_options(req.mode);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let builds = self.state.builds.clone();
+        let drv_path = req.drv_path.clone();
+        let run = async move { builds.build_given(&store, drv_path, drv, &opts, tx).await };
+        tokio::pin!(run);
+        let (result, _) = loop {
+            tokio::select! {
+                done = &mut run => break done,
+                Some(event) = rx.recv() => {
+                    self.forward(event).await?;
+                    self.writer().flush().await.map_err(|e| OpError::Fatal(e.to_string()))?;
+                }
+            }
+        };
+        while let Ok(event) = rx.try_recv() {
+            self.forward(event).await?;
+        }
+        Ok(result)
+    }
+
     async fn forward(&mut self, event: BuildEvent) -> Result<(), ConnError> {
         let dir = self.state.store.store_dir().clone();
         let message = match event {
@@ -157,6 +200,81 @@ impl Conn {
         };
         self.send(&message).await
     }
+}
+
+/// The derivation `BuildDerivation` sent, checked as a `.drv` file would be: written as ATerm
+/// and parsed by the same parser (so its outputs, hashes and paths are validated).
+fn basic_derivation(
+    drv_path: &pkgchain_store_model::store_path::StorePath,
+    basic: &pkgchain_protocol::request::BasicDerivation,
+    dir: &pkgchain_store_model::store_path::StoreDir,
+) -> Result<pkgchain_store_model::derivation::Derivation, OpError> {
+    use pkgchain_store_model::derivation::Derivation;
+    fn quoted(out: &mut Vec<u8>, s: &[u8]) {
+        out.push(b'"');
+        for &b in s {
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                _ => out.push(b),
+            }
+        }
+        out.push(b'"');
+    }
+    fn list<T>(
+        out: &mut Vec<u8>,
+        items: impl IntoIterator<Item = T>,
+        mut each: impl FnMut(&mut Vec<u8>, T),
+    ) {
+        out.push(b'[');
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            each(out, item);
+        }
+        out.push(b']');
+    }
+    let mut a = b"Derive(".to_vec();
+    list(&mut a, &basic.outputs, |a, (name, o)| {
+        a.push(b'(');
+        quoted(a, name.as_bytes());
+        a.push(b',');
+        let path = o.path.as_ref().map(|p| dir.display(p)).unwrap_or_default();
+        quoted(a, path.as_bytes());
+        a.push(b',');
+        quoted(a, o.hash_algo.as_bytes());
+        a.push(b',');
+        quoted(a, o.hash.as_bytes());
+        a.push(b')');
+    });
+    a.extend_from_slice(b",[],");
+    list(&mut a, &basic.input_srcs, |a, p| {
+        quoted(a, dir.display(p).as_bytes())
+    });
+    a.push(b',');
+    quoted(&mut a, &basic.platform.0);
+    a.push(b',');
+    quoted(&mut a, &basic.builder.0);
+    a.push(b',');
+    list(&mut a, &basic.args, |a, x| quoted(a, &x.0));
+    a.push(b',');
+    list(&mut a, &basic.env, |a, (k, v)| {
+        a.push(b'(');
+        quoted(a, &k.0);
+        a.push(b',');
+        quoted(a, &v.0);
+        a.push(b')');
+    });
+    a.push(b')');
+    let shown = dir.display(drv_path);
+    let name = Derivation::name_from_path(drv_path)
+        .ok_or_else(|| failed(format!("'{shown}' is not a derivation path")))?;
+    Derivation::from_aterm(&a, name, dir)
+        .map_err(|e| failed(format!("the derivation sent for '{shown}' is invalid: {e}")))
 }
 
 /// A logged error as Nix's `logError` shows it.
@@ -197,5 +315,81 @@ pub(super) fn build_failure(
                 Some(format!("build of {} failed", names.join(", "))),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use pkgchain_protocol::request::{BasicDerivation, WireDerivationOutput};
+    use pkgchain_protocol::wire::ByteString;
+    use pkgchain_store_model::derivation::DerivationOutput;
+    use pkgchain_store_model::store_path::{StoreDir, StorePath};
+
+    use super::basic_derivation;
+
+    fn path(base: &str) -> StorePath {
+        StorePath::from_base_name(base).expect("store path")
+    }
+
+    #[test]
+    fn a_sent_derivation_keeps_every_byte_through_the_aterm_check() {
+        let dir = StoreDir::default();
+        let out = path("0c2vvk9ih6lbbrd3mnns0jhknc5v8dmj-x");
+        let src = path("1y7kz7v1hzzydk0zbdpvkr4xxg0ymbnh-src");
+        let tricky = b"quote \" backslash \\ newline \n tab \t return \r end".to_vec();
+        let basic = BasicDerivation {
+            outputs: BTreeMap::from([(
+                "out".to_owned(),
+                WireDerivationOutput {
+                    path: Some(out.clone()),
+                    hash_algo: String::new(),
+                    hash: String::new(),
+                },
+            )]),
+            input_srcs: BTreeSet::from([src.clone()]),
+            platform: ByteString(b"x86_64-linux".to_vec()),
+            builder: ByteString(b"/bin/sh".to_vec()),
+            args: vec![ByteString(b"-c".to_vec()), ByteString(tricky.clone())],
+            env: BTreeMap::from([(ByteString(b"v".to_vec()), ByteString(tricky.clone()))]),
+        };
+        let drv = basic_derivation(
+            &path("2a3b4c5d6f7g8h9i0j1k2l3m4n5p6q7r-x.drv"),
+            &basic,
+            &dir,
+        )
+        .expect("valid");
+        assert_eq!(drv.name, "x");
+        assert_eq!(
+            drv.outputs.get("out"),
+            Some(&DerivationOutput::InputAddressed(out))
+        );
+        assert_eq!(drv.input_srcs, BTreeSet::from([src]));
+        assert!(drv.input_drvs.is_empty());
+        assert_eq!(drv.args[1], tricky);
+        assert_eq!(drv.env_get("v"), Some(tricky.as_slice()));
+    }
+
+    #[test]
+    fn a_sent_fixed_output_with_the_wrong_path_is_refused() {
+        let dir = StoreDir::default();
+        let basic = BasicDerivation {
+            outputs: BTreeMap::from([(
+                "out".to_owned(),
+                WireDerivationOutput {
+                    path: Some(path("0c2vvk9ih6lbbrd3mnns0jhknc5v8dmj-x")),
+                    hash_algo: "sha256".to_owned(),
+                    hash: "0c2vvk9ih6lbbrd3mnns0jhknc5v8dmj".repeat(2),
+                },
+            )]),
+            input_srcs: BTreeSet::new(),
+            platform: ByteString(b"x86_64-linux".to_vec()),
+            builder: ByteString(b"/bin/sh".to_vec()),
+            args: vec![],
+            env: BTreeMap::new(),
+        };
+        let drv_path = path("2a3b4c5d6f7g8h9i0j1k2l3m4n5p6q7r-x.drv");
+        assert!(basic_derivation(&drv_path, &basic, &dir).is_err());
     }
 }

@@ -327,8 +327,8 @@ impl Conn {
                 self.refuse_repair(mode)?;
                 Reply::BuildPathsWithResults(self.build_paths(paths, mode).await?)
             }
-            Request::BuildDerivation(_) => {
-                return Err(not_yet("BuildDerivation", "sandboxed builds, issue 4"));
+            Request::BuildDerivation(req) => {
+                Reply::BuildDerivation(self.build_derivation(req).await?)
             }
             Request::CollectGarbage(_) => {
                 return Err(not_yet("CollectGarbage", "garbage collection, issue 5"));
