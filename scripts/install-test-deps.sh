@@ -14,7 +14,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(nix-bin fuse3 util-linux diffutils findutils debootstrap time python3 coreutils passwd)
+packages=(nix-bin fuse3 util-linux diffutils findutils debootstrap time python3 coreutils passwd gcc make)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

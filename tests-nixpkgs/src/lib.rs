@@ -219,6 +219,47 @@ pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
         .expect("scratch dir")
 }
 
+/// `python3 -m http.server` on a free loopback port, serving a directory; killed on drop.
+pub struct HttpServer {
+    child: std::process::Child,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+}
+
+impl HttpServer {
+    /// Starts the server on `dir` and waits (at most 20 s) until it accepts connections.
+    pub fn start(dir: &Path) -> HttpServer {
+        use std::time::{Duration, Instant};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg("--directory")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting python3 -m http.server");
+        let server = HttpServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A fresh directory under the target directory for a scenario's inputs, readable by every
 /// user whatever the umask (the untrusted user and the chroot read it).
 pub fn readable_input_dir(prefix: &str) -> tempfile::TempDir {

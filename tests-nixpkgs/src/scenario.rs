@@ -178,3 +178,19 @@ mkdir -p '{home}'
     // The script names the daemon and the client, so a failure says which run it was.
     in_namespace_ok(&script, &[])
 }
+
+/// Panics, showing the lines that differ and both transcripts, unless they are equal.
+pub fn assert_same_transcripts(ours: &str, theirs: &str) {
+    if ours != theirs {
+        let diff: Vec<String> = ours
+            .lines()
+            .zip(theirs.lines())
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| format!("ours:  {a}\ntheirs: {b}"))
+            .collect();
+        panic!(
+            "transcripts differ:\n{}\n--- ours ---\n{ours}\n--- theirs ---\n{theirs}",
+            diff.join("\n")
+        );
+    }
+}

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use pkgchain_tests_nixpkgs::scenario::{
-    Client, Daemon, Role, ScenarioRun, client_available, transcript,
+    Client, Daemon, Role, ScenarioRun, assert_same_transcripts, client_available, transcript,
 };
 use pkgchain_tests_nixpkgs::{prerequisites, readable_input_dir};
 
@@ -91,18 +91,7 @@ fn compare(client: Client) {
     eprintln!("--- ours ---\n{ours}\n--- theirs ---\n{theirs}");
     assert!(ours.contains("== simple exit 0\n/nix/store/"), "{ours}");
     assert!(ours.contains("failing exit 1"), "{ours}");
-    if ours != theirs {
-        let diff: Vec<String> = ours
-            .lines()
-            .zip(theirs.lines())
-            .filter(|(a, b)| a != b)
-            .map(|(a, b)| format!("ours:  {a}\ntheirs: {b}"))
-            .collect();
-        panic!(
-            "transcripts differ:\n{}\n--- ours ---\n{ours}\n--- theirs ---\n{theirs}",
-            diff.join("\n")
-        );
-    }
+    assert_same_transcripts(&ours, &theirs);
 }
 
 #[test]

@@ -1,0 +1,208 @@
+//! End-to-end tests of the builtin builders (`builtin:fetchurl`, `builtin:buildenv`,
+//! `builtin:unpack-channel`): the real Nix 2.8 and 2.34 clients against our daemon and, as
+//! the control, the real `nix-daemon` of the same version, with the sandbox on. The
+//! transcripts must be equal.
+//!
+//! - fetchurl: `import <nix/fetchurl.nix>` of a file served by `python3 -m http.server` on
+//!   loopback (started by the test: the Nix 2.34 chroot has no Python), a wrong hash and a 404;
+//! - unpack-channel: a `derivation` with that builder over a gzip tarball;
+//! - buildenv: `nix-env -i` of two packages into a profile (their `bin` directories merge),
+//!   `--list-generations`, `--rollback`, and a collision. The packages are themselves
+//!   unpack-channel outputs (xz, bzip2 and plain tarballs renamed to `bin`), so no shell is
+//!   needed in the sandbox.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+use pkgchain_tests_nixpkgs::scenario::{
+    Client, Daemon, Role, ScenarioRun, assert_same_transcripts, client_available, transcript,
+};
+use pkgchain_tests_nixpkgs::{HttpServer, prerequisites, readable_input_dir};
+use sha2::Digest;
+
+/// The content served at `/file.txt`.
+const SERVED: &[u8] = b"fetched by builtin:fetchurl\n";
+
+/// The expressions; `@PORT@` and `@HASH@` are filled in by the test.
+const EXPRESSIONS: &str = r#"
+let
+  fetch = name: sha256: import <nix/fetchurl.nix> {
+    url = "http://127.0.0.1:@PORT@/${name}";
+    inherit sha256;
+  };
+  channel = name: src: channelName: derivation {
+    inherit name src channelName;
+    builder = "builtin:unpack-channel";
+    system = "builtin";
+  };
+in {
+  fetched = fetch "file.txt" "@HASH@";
+  wrongHash = fetch "file.txt" "0000000000000000000000000000000000000000000000000000000000000000";
+  missing = fetch "missing" "@HASH@";
+  channel = channel "chan" ./chan.tar.gz "chan";
+  a = channel "a" ./a.tar.xz "bin";
+  b = channel "b" ./b.tar.bz2 "bin";
+  c = channel "c" ./c.tar "bin";
+}
+"#;
+
+/// The scenario. Lines hold what must agree: paths, contents, exit codes, key words of errors.
+const SCENARIO: &str = r#"
+I=/mnt/in
+T=/nix/scenario-tmp
+mkdir -p $T
+B="nix-build $I/builtins.nix --no-out-link"
+tree() {
+  (cd "$1" && find . | LC_ALL=C sort | while read f; do
+    if [ -L "$f" ]; then echo "  $f -> $(readlink "$f")"
+    elif [ -f "$f" ]; then echo "  $f: $(cat "$f") $( [ -x "$f" ] && echo x)"
+    else echo "  $f/"; fi
+  done)
+}
+failure() {
+  what=$1; shift
+  "$@" > $T/out 2>&1; echo "$what exit $?"
+  for w in "hash mismatch in fixed-output derivation" "HTTP error 404" \
+           "unable to download 'http://127.0.0.1:[0-9]*/missing'"; do
+    grep -q -e "$w" $T/out && echo "  says: $w"
+  done
+  grep -o -e 'specified: *sha256-[A-Za-z0-9+/=]*' -e 'got: *sha256-[A-Za-z0-9+/=]*' $T/out | tr -s ' ' || true
+}
+P=$($B -A fetched 2>$T/err); s=$?
+echo "== fetched exit $s"; [ $s = 0 ] || cat $T/err
+echo "$P: $(cat $P)"
+failure wrong-hash $B -A wrongHash
+failure missing $B -A missing
+C=$($B -A channel 2>$T/err); s=$?
+echo "== channel exit $s"; [ $s = 0 ] || cat $T/err
+echo "$C"; tree "$C"
+PR=/nix/var/nix/profiles/test
+E="nix-env -p $PR -f $I/builtins.nix"
+$E -iA a > $T/out 2>&1; echo "== install a exit $?"
+$E -iA b > $T/out 2>&1; s=$?; echo "== install b exit $s"; [ $s = 0 ] || cat $T/out
+nix-env -p $PR -q
+nix-env -p $PR --list-generations | awk '{ print $1, ($NF == "(current)" ? "current" : "") }'
+echo "profile: $(readlink -f $PR)"
+echo "manifest: $(readlink $PR/manifest.nix | sed 's/^.*-//')"
+tree $PR/
+$E -iA c > $T/out 2>&1; echo "== install c (collides with a) exit $?"
+A=$($B -A a 2>/dev/null); CC=$($B -A c 2>/dev/null)
+grep -q "$A/bin/hello" $T/out && echo "  names a's hello"
+grep -q "$CC/bin/hello" $T/out && echo "  names c's hello"
+nix-env -p $PR --rollback 2>&1
+nix-env -p $PR -q
+nix-env -p $PR --list-generations | awk '{ print $1, ($NF == "(current)" ? "current" : "") }'
+tree $PR/bin
+"#;
+
+/// Makes `name` in `input` with `tar ARGS` of a directory `top` holding `files`.
+fn tarball(input: &Path, name: &str, flag: &str, top: &str, files: &[(&str, &str)]) {
+    let work = tempfile::tempdir().expect("tempdir");
+    for (path, content) in files {
+        let p = work.path().join(top).join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, content).expect("write");
+    }
+    let mut cmd = Command::new("tar");
+    cmd.arg("-C").arg(work.path());
+    if !flag.is_empty() {
+        cmd.arg(flag);
+    }
+    let status = cmd
+        .args(["--owner=0", "--group=0", "--mtime=@1", "-cf"])
+        .arg(input.join(name))
+        .arg(top)
+        .status()
+        .expect("running tar");
+    assert!(status.success(), "tar failed for {name}");
+}
+
+fn compare(client: Client) {
+    let mut tools = vec![
+        "unshare",
+        "nix-build",
+        "nix-env",
+        "nix-daemon",
+        "python3",
+        "tar",
+        "xz",
+        "bzip2",
+    ];
+    if client == Client::Nix234 {
+        tools.push("chroot");
+    }
+    if !prerequisites(&tools) || !client_available(client) {
+        return;
+    }
+    let www = tempfile::tempdir().expect("tempdir");
+    let mut f = std::fs::File::create(www.path().join("file.txt")).expect("create");
+    f.write_all(SERVED).expect("write");
+    drop(f);
+    let server = HttpServer::start(www.path());
+
+    let input = readable_input_dir("pkgchain-builtins-e2e-");
+    let hash = data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(SERVED));
+    let expressions = EXPRESSIONS
+        .replace("@PORT@", &server.port.to_string())
+        .replace("@HASH@", &hash);
+    std::fs::write(input.path().join("builtins.nix"), expressions).expect("write");
+    tarball(
+        input.path(),
+        "chan.tar.gz",
+        "-z",
+        "nixexprs-1.0",
+        &[("default.nix", "{ }"), ("pkgs/top.nix", "42")],
+    );
+    tarball(
+        input.path(),
+        "a.tar.xz",
+        "-J",
+        "a-1.0",
+        &[("hello", "a's hello")],
+    );
+    tarball(
+        input.path(),
+        "b.tar.bz2",
+        "-j",
+        "b-1.0",
+        &[("world", "b's world")],
+    );
+    tarball(
+        input.path(),
+        "c.tar",
+        "",
+        "c-1.0",
+        &[("hello", "c's hello")],
+    );
+
+    let config = r"sandbox = true\nbuild-users-group =\nsubstituters =\nrequire-sigs = false";
+    let run = |daemon| {
+        transcript(&ScenarioRun {
+            client,
+            daemon,
+            role: Role::Root,
+            input: input.path(),
+            file: "builtins.sh",
+            script: SCENARIO,
+            config,
+        })
+    };
+    let theirs = run(Daemon::RealNix);
+    let ours = run(Daemon::Ours);
+    drop(server);
+    eprintln!("--- ours ---\n{ours}\n--- theirs ---\n{theirs}");
+    assert!(ours.contains("== fetched exit 0\n/nix/store/"), "{ours}");
+    assert!(ours.contains("== install b exit 0"), "{ours}");
+    assert_same_transcripts(&ours, &theirs);
+}
+
+#[test]
+fn nix_2_8_builtins_match_nix_daemon() {
+    compare(Client::Nix28);
+}
+
+#[test]
+fn nix_2_34_builtins_match_nix_daemon() {
+    compare(Client::Nix234);
+}
