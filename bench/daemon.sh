@@ -13,6 +13,7 @@ RUNS=3
 TREE_MB=1024
 TREE_FILES=20000
 DRVS=2000
+TRIVIAL=200
 CLIENTS=16
 REQUESTS=5000
 SECTIONS=instantiate,query,add
@@ -34,9 +35,11 @@ Usage: bench/daemon.sh [options]   (as root)
   --drvs N          derivations in the nix-instantiate expression (default 2000)
   --clients N       concurrent QueryPathInfo clients (default 16)
   --requests N      QueryPathInfo requests per client (default 5000)
-  --sections LIST   comma-separated subset of instantiate,query,add (default all; query
-                    includes the memory measurements and needs the instantiate's paths, which
-                    are made untimed when instantiate is not asked for)
+  --sections LIST   comma-separated subset of instantiate,query,add,builds (default
+                    instantiate,query,add; query includes the memory measurements and needs the
+                    instantiate's paths, which are made untimed when instantiate is not asked
+                    for; builds: sandboxed builds, see --trivial)
+  --trivial N       independent trivial derivations built by the builds section (default 200)
   --work-dir DIR    parent of the temporary directory (default /var/tmp; must not be tmpfs)
   --out FILE        results file (default bench/results/daemon-<date>.md)
   --keep            keep the temporary directory for inspection
@@ -60,6 +63,7 @@ while [ $# -gt 0 ]; do
     --tree-mb) TREE_MB=${2:?}; shift 2 ;;
     --tree-files) TREE_FILES=${2:?}; shift 2 ;;
     --drvs) DRVS=${2:?}; shift 2 ;;
+    --trivial) TRIVIAL=${2:?}; shift 2 ;;
     --clients) CLIENTS=${2:?}; shift 2 ;;
     --requests) REQUESTS=${2:?}; shift 2 ;;
     --sections) SECTIONS=${2:?}; shift 2 ;;
@@ -75,7 +79,7 @@ for v in RUNS TREE_MB DRVS CLIENTS REQUESTS; do
 done
 [[ $TREE_FILES =~ ^[0-9]+$ && $TREE_FILES -ge 10 ]] || die "--tree-files wants an integer >= 10"
 for s in ${SECTIONS//,/ }; do
-    [[ $s == instantiate || $s == query || $s == add ]] || die "unknown section '$s'"
+    [[ $s == instantiate || $s == query || $s == add || $s == builds ]] || die "unknown section '$s'"
 done
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -248,13 +252,17 @@ in_session() {
     mount --rbind /nix "$CHROOT/nix"
     case $IMPL in
     ours)
-        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin PKGCHAIN_IPFS_DIR=/nix/ipfs \
+        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin PKGCHAIN_IPFS_DIR=/nix/ipfs "NIX_CONFIG=$NIX_CONF" \
             "$DAEMON" --view fuse > /nix/daemon.log 2>&1 &
         ;;
     nix)
-        # Not NIX_REMOTE=daemon: the daemon would connect to its own socket.
+        # Not NIX_REMOTE=daemon: the daemon would connect to its own socket. Not chroot: a
+        # chrooted process may not create user namespaces, and Nix's sandbox would silently
+        # fall back to none; the daemon gets a mount namespace whose root is the chroot's.
         env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "NIX_CONFIG=$NIX_CONF" \
-            chroot "$CHROOT" /usr/bin/nix-daemon > /nix/daemon.log 2>&1 &
+            unshare --mount --propagation private bash -c 'mount --rbind "$1" "$1" && cd "$1" &&
+                mkdir -p .old-root && pivot_root . .old-root && umount -l /.old-root &&
+                exec /usr/bin/nix-daemon' pivot "$CHROOT" > /nix/daemon.log 2>&1 &
         ;;
     esac
     DPID=$!
@@ -389,6 +397,37 @@ add_tree() {
     log "   run $r $IMPL: nix-store --add ${w}s (+ sync ${s}s) -> $p"
 }
 
+# build_trivial RUN JOBS: nix-build of TRIVIAL independent trivial derivations, sandboxed, with
+# max-jobs JOBS, into an empty store.
+build_trivial() {
+    local r=$1 jobs=$2 t w out
+    fact "load_run${r}_${IMPL}_build_j${jobs}" "$(load)"
+    t=$(now_ns)
+    out=$(nix34 nix-build /mnt/trivial.nix --no-out-link --max-jobs "$jobs" 2> /nix/build.log) ||
+        { tail -n 20 /nix/build.log >&2; die "nix-build of the trivial derivations ($IMPL) failed"; }
+    w=$(secs_since "$t")
+    row "build-trivial-j$jobs" "$IMPL" "$w"
+    row "per-build-ms-j$jobs" "$IMPL" "$(awk -v w="$w" -v n="$TRIVIAL" 'BEGIN { printf "%.1f", w * 1000 / n }')"
+    fact "trivial_outputs_$IMPL" "$(echo "$out" | wc -l) paths, sha256 of the list $(echo "$out" | sha256sum | cut -c1-16)"
+    if [ "$IMPL" = ours ]; then
+        # The daemon logs each build's sandbox set-up and tear-down.
+        python3 - /nix/daemon.log "$jobs" >> "$RAW" << 'PY'
+import re, sys
+setup, teardown = [], []
+for line in open(sys.argv[1], errors="replace"):
+    m = re.search(r"setup_ms=([0-9.]+).*teardown_ms=([0-9.]+)", line)
+    if m:
+        setup.append(float(m.group(1)))
+        teardown.append(float(m.group(2)))
+if setup:
+    j = sys.argv[2]
+    print(f"sandbox-setup-ms-j{j}\tours\t{sum(setup) / len(setup):.2f}")
+    print(f"sandbox-teardown-ms-j{j}\tours\t{sum(teardown) / len(teardown):.2f}")
+PY
+    fi
+    log "   run $r $IMPL: $TRIVIAL trivial builds with max-jobs $jobs in ${w}s"
+}
+
 reset_nix() { # reset_nix IMPL: an empty /nix for IMPL's next session
     local d=$WORK/nix/$1
     if [ -d "$d" ] && findmnt -rn -o TARGET | grep -q "^$d"; then
@@ -399,7 +438,7 @@ reset_nix() { # reset_nix IMPL: an empty /nix for IMPL's next session
 }
 
 export -f $(compgen -A function)
-export CHROOT DAEMON LOADGEN NIX_CONF RSS_SAMPLER RAW FACTS TREES SECTIONS CLIENTS REQUESTS WORK
+export CHROOT DAEMON LOADGEN NIX_CONF RSS_SAMPLER RAW FACTS TREES SECTIONS CLIENTS REQUESTS WORK TRIVIAL
 
 # ---- machine and inputs -------------------------------------------------------------------------
 mount --bind /proc "$CHROOT/proc"
@@ -449,6 +488,18 @@ let
 in mk "top" nodes
 EOF
 fact expression "$DRVS derivations in layers of 50, each depending on 3 of the previous layer, and one depending on all"
+cat > "$TREES/trivial.nix" << EOF
+builtins.genList (i: derivation {
+  name = "trivial-\${toString i}";
+  system = "x86_64-linux";
+  builder = "/usr/bin/sh";
+  args = [ "-c" "echo \${toString i} > \$out" ];
+}) $TRIVIAL
+EOF
+# Sandboxed builds: the sandbox on for both daemons, the host's /usr (the builders' shell)
+# made visible to the builds.
+NIX_CONF_BUILDS=$'build-users-group =\nsandbox = true\nextra-sandbox-paths = /usr /lib /lib64\nsubstituters =\nrequire-sigs = false\nfsync-metadata = true'
+has_section builds && fact builds "$TRIVIAL independent trivial derivations (sh -c 'echo i > out'), nix-build, sandbox on for both, max-jobs 1 and 2"
 
 if has_section add; then
     need=$((TREE_MB * 6 * 1048576))
@@ -470,6 +521,13 @@ for ((r = 1; r <= RUNS; r++)); do
             grep -qiE 'panic|error' "$WORK/nix/$impl/daemon.log" &&
                 fact "daemon_log_$impl" "$(grep -iE 'panic|error' "$WORK/nix/$impl/daemon.log" | sort | uniq -c | head -5 | tr '\n' ' ')"
         fi
+        if has_section builds; then
+            for jobs in 2 1; do
+                log "run $r/$RUNS, $impl: $TRIVIAL trivial builds, max-jobs $jobs (fresh store)"
+                reset_nix "$impl"
+                NIX_CONF=$NIX_CONF_BUILDS session "$impl" "$WORK/nix/$impl" build_trivial "$r" "$jobs"
+            done
+        fi
         if has_section add; then
             log "run $r/$RUNS, $impl: nix-store --add of tree-a (fresh store)"
             reset_nix "$impl"
@@ -477,7 +535,7 @@ for ((r = 1; r <= RUNS; r++)); do
         fi
     done
 done
-for k in drv add_path add_hash; do
+for k in drv add_path add_hash trivial_outputs; do
     o=$(grep "^${k}_ours" "$FACTS" | cut -f2 | sort -u || true)
     n=$(grep "^${k}_nix" "$FACTS" | cut -f2 | sort -u || true)
     [ "$o" = "$n" ] || fact fail "$k differs: ours '$o', nix-daemon '$n'"

@@ -123,6 +123,12 @@ line("d", f"RSS idle, after the instantiate ({drvs + 1:,} paths)", "rss-idle", "
 line("d", f"RSS peak under the {clients}-client load (sum over processes)", "rss-peak", "MiB", 1, 1.0, scale=1 / 1024)
 line("d", "PSS peak under the same load (sum over processes)", "pss-peak", "MiB", 1, scale=1 / 1024)
 line("d", "RSS idle after the load (clients gone)", "rss-after", "MiB", 1, scale=1 / 1024)
+trivial = int(facts.get("builds", "200").split()[0]) if "builds" in facts else 200
+line("e", f"`nix-build` of {trivial} independent trivial derivations, max-jobs 2, wall", "build-trivial-j2", "s", 2, 0.3)
+line("e", f"the same with max-jobs 1, wall", "build-trivial-j1", "s", 2)
+line("e", "per build with max-jobs 1 (set-up, builder, tear-down, registration)", "per-build-ms-j1", "ms", 1)
+line("e", "sandbox set-up per build (helper start to the builder's exec), max-jobs 1", "sandbox-setup-ms-j1", "ms", 2)
+line("e", "sandbox tear-down per build (removing the build root), max-jobs 1", "sandbox-teardown-ms-j1", "ms", 2)
 p("")
 p("- (a) runs on an empty store: the first run adds the .drv files (the daemon answers the")
 p("  client's `AddToStore`/`AddTextToStore` and `IsValidPath` calls), the second finds them valid.")
@@ -138,6 +144,11 @@ p("- (d) memory: RSS summed over each daemon's process tree: ours and its two `f
 p("  children; nix-daemon's main process and its per-connection children, which share pages after")
 p("  `fork`, so their RSS sum counts shared pages once per process (the PSS row divides them")
 p("  fairly). The peak is sampled every 50 ms during (b).")
+p("- (e) sandboxed builds, the sandbox on for both daemons (user, mount, pid, net, ipc and uts")
+p("  namespaces each); the builders are the host's `/usr/bin/sh` (`extra-sandbox-paths`).")
+p("  nix-daemon's set-up and tear-down cannot be measured from outside apart from the builder:")
+p("  the per-build row (wall over builds, max-jobs 1) is the comparable figure; ours is split")
+p("  from the daemon's log.")
 p("")
 p("## Checks")
 p("")
@@ -150,6 +161,8 @@ for k, label in [
     ("add_path_nix", "added tree, nix-daemon"),
     ("add_hash_ours", "its NAR hash and size, pkgchain-daemon"),
     ("add_hash_nix", "its NAR hash and size, nix-daemon"),
+    ("trivial_outputs_ours", "trivial builds' outputs, pkgchain-daemon"),
+    ("trivial_outputs_nix", "trivial builds' outputs, nix-daemon"),
 ]:
     if k in facts:
         p(f"- {label}: `{facts[k]}`")
