@@ -62,5 +62,29 @@ in rec {
   noOutput = sh "echo did nothing" { name = "no-output"; };
   nondeterministic = sh "cat /proc/sys/kernel/random/uuid > $out" { name = "nondeterministic"; };
   sleepy = sh "echo going to sleep; sleep 30; echo woke > $out" { name = "sleepy"; };
+  # Output checks: plain variables and structured outputChecks.
+  refsAllowed = sh "echo ${simple} > $out" { name = "refs-allowed"; allowedReferences = [ simple ]; };
+  refsRefused = sh "echo ${simple} > $out" { name = "refs-refused"; allowedReferences = [ ]; };
+  selfRefRefused = sh "echo $out > $out" { name = "self-ref-refused"; allowedReferences = [ ]; };
+  selfRefAllowed = sh "echo $out > $out" { name = "self-ref-allowed"; allowedReferences = [ "out" ]; };
+  requisitesRefused = sh "echo ${dependent} > $out" { name = "requisites-refused"; disallowedRequisites = [ simple ]; };
+  structuredChecks = derivation {
+    inherit system;
+    name = "structured-checks";
+    builder = "/usr/bin/bash";
+    __structuredAttrs = true;
+    PATH = "/usr/bin";
+    outputChecks.out = { allowedReferences = [ ]; };
+    args = [ "-c" "source .attrs.sh; echo ${simple} > ${"$"}{outputs[out]}" ];
+  };
+  structuredTooLarge = derivation {
+    inherit system;
+    name = "structured-too-large";
+    builder = "/usr/bin/bash";
+    __structuredAttrs = true;
+    PATH = "/usr/bin";
+    outputChecks.out = { maxSize = 64; };
+    args = [ "-c" "source .attrs.sh; seq 1 1000 > ${"$"}{outputs[out]}" ];
+  };
   logged = sh "for i in 1 2 3; do echo line $i; done; echo done > $out" { name = "logged"; };
 }

@@ -32,7 +32,7 @@ failure() {
   what=$1; shift
   "$@" > $T/out 2>&1; echo "$what exit $?"
   for w in "about to fail" "on stderr" "exit code 3" "exit code 4" "failed to produce output path for output 'out'" \
-           "may not be deterministic" "dependenc" "timed out after 2 seconds" "hash mismatch in fixed-output derivation"; do
+           "may not be deterministic" "dependenc" "timed out after 2 seconds" "is not allowed to refer" "too large" "hash mismatch in fixed-output derivation"; do
     grep -q -e "$w" $T/out && echo "  says: $w"
   done
   grep -o -e 'specified: *sha256-[A-Za-z0-9+/=]*' -e 'got: *sha256-[A-Za-z0-9+/=]*' $T/out | tr -s ' ' || true
@@ -50,6 +50,13 @@ echo "again: $($B -A logged 2>&1 | grep -c 'line 1')"
 failure failing $B -A failing
 F=$(nix-instantiate $I/builds.nix -A failing 2>/dev/null)
 echo "failed log: $(nix-store -l $F 2>&1 | tr '\n' '|')"
+for a in refsAllowed selfRefAllowed; do
+  P=$($B -A $a 2>$T/err); s=$?
+  echo "== $a exit $s"; [ $s = 0 ] || cat $T/err; [ -z "$P" ] || show "$P"
+done
+for a in refsRefused selfRefRefused requisitesRefused structuredChecks structuredTooLarge; do
+  failure $a $B -A $a
+done
 failure no-output $B -A noOutput
 failure depends-on-failing $B -A dependsOnFailing
 failure wrong-hash $B -A wrongHash

@@ -502,9 +502,6 @@ async fn collect_outputs(
             }
             ca = Some(wanted.render());
         }
-        check_reference_rules(store, drv, name, path, &ingested.references, outputs)
-            .await
-            .map_err(rejected)?;
         result
             .built_outputs
             .insert(name.clone(), BuiltOutput::new(path.clone()));
@@ -525,6 +522,19 @@ async fn collect_outputs(
             derivation_outputs: BTreeMap::new(),
         });
     }
+
+    let built: BTreeMap<StorePath, (BTreeSet<StorePath>, u64)> = new_paths
+        .iter()
+        .map(|n| {
+            (
+                n.info.path.clone(),
+                (n.info.references.clone(), n.info.nar_size),
+            )
+        })
+        .collect();
+    check_outputs(store, drv_path, drv, outputs, &built)
+        .await
+        .map_err(rejected)?;
 
     if mode == BuildMode::Check {
         for new in &new_paths {
@@ -640,74 +650,203 @@ impl std::io::Write for HashWriter {
     }
 }
 
-/// `allowedReferences`, `allowedRequisites`, `disallowedReferences`, `disallowedRequisites`
-/// (plain environment variables; structured `outputChecks` are not handled yet and refused).
-async fn check_reference_rules(
+/// One output's checks (Nix's `OutputChecks`).
+#[derive(Debug, Default)]
+struct OutputChecks {
+    ignore_self_refs: bool,
+    max_size: Option<u64>,
+    max_closure_size: Option<u64>,
+    allowed_references: Option<Vec<String>>,
+    allowed_requisites: Option<Vec<String>>,
+    disallowed_references: Vec<String>,
+    disallowed_requisites: Vec<String>,
+}
+
+/// The checks of output `name`: structured `outputChecks.<name>`, or the plain variables
+/// (which apply to every output, self-references ignored in the requisite checks).
+fn output_checks(drv: &Derivation, name: &str) -> Result<OutputChecks, String> {
+    if let Some(attrs) = drv.structured_attrs().map_err(|e| e.to_string())? {
+        let Some(checks) = attrs.get("outputChecks").and_then(|c| c.get(name)) else {
+            return Ok(OutputChecks::default());
+        };
+        let list = |key: &str| -> Result<Option<Vec<String>>, String> {
+            match checks.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::Array(items)) => items
+                    .iter()
+                    .map(|i| {
+                        i.as_str().map(str::to_owned).ok_or_else(|| {
+                            format!("'outputChecks.{name}.{key}' must be a list of strings")
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Some),
+                Some(_) => Err(format!(
+                    "'outputChecks.{name}.{key}' must be a list of strings"
+                )),
+            }
+        };
+        let size = |key: &str| -> Result<Option<u64>, String> {
+            match checks.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .map(Some)
+                    .ok_or_else(|| format!("'outputChecks.{name}.{key}' must be a number")),
+            }
+        };
+        return Ok(OutputChecks {
+            ignore_self_refs: checks
+                .get("ignoreSelfRefs")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+            max_size: size("maxSize")?,
+            max_closure_size: size("maxClosureSize")?,
+            allowed_references: list("allowedReferences")?,
+            allowed_requisites: list("allowedRequisites")?,
+            disallowed_references: list("disallowedReferences")?.unwrap_or_default(),
+            disallowed_requisites: list("disallowedRequisites")?.unwrap_or_default(),
+        });
+    }
+    let var = |key: &str| {
+        drv.env_get(key).map(|v| {
+            String::from_utf8_lossy(v)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+    };
+    Ok(OutputChecks {
+        ignore_self_refs: true,
+        allowed_references: var("allowedReferences"),
+        allowed_requisites: var("allowedRequisites"),
+        disallowed_references: var("disallowedReferences").unwrap_or_default(),
+        disallowed_requisites: var("disallowedRequisites").unwrap_or_default(),
+        ..OutputChecks::default()
+    })
+}
+
+/// The closure of `path` with its total NAR size; the outputs just built (`built`: references
+/// and NAR size) are not registered yet, every other path is.
+async fn closure_with_built(
     store: &Store,
-    drv: &Derivation,
-    output: &str,
     path: &StorePath,
-    references: &BTreeSet<StorePath>,
+    built: &BTreeMap<StorePath, (BTreeSet<StorePath>, u64)>,
+) -> Result<(BTreeSet<StorePath>, u64), String> {
+    let mut seen = BTreeSet::new();
+    let mut size = 0u64;
+    let mut queue = vec![path.clone()];
+    while let Some(p) = queue.pop() {
+        if seen.contains(&p) {
+            continue;
+        }
+        let (refs, nar_size) = match built.get(&p) {
+            Some((refs, n)) => (refs.clone(), *n),
+            None => {
+                let info = store
+                    .query_path_info(&p)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| {
+                        format!("path '{}' is not valid", store.store_dir().display(&p))
+                    })?;
+                (info.references, info.nar_size)
+            }
+        };
+        size = size.saturating_add(nar_size);
+        queue.extend(refs.into_iter().filter(|r| !seen.contains(r)));
+        seen.insert(p);
+    }
+    Ok((seen, size))
+}
+
+/// Nix's output checks (`checkOutputs`): size limits, and allowed and disallowed references
+/// and requisites, whose specifiers are store paths or output names of this derivation.
+async fn check_outputs(
+    store: &Store,
+    drv_path: &StorePath,
+    drv: &Derivation,
     outputs: &BTreeMap<String, StorePath>,
+    built: &BTreeMap<StorePath, (BTreeSet<StorePath>, u64)>,
 ) -> Result<(), String> {
     let dir = store.store_dir();
-    if drv.has_structured_attrs() {
-        let attrs = drv.structured_attrs().map_err(|e| e.to_string())?;
-        if attrs
-            .as_ref()
-            .is_some_and(|a| a.get("outputChecks").is_some())
-        {
-            return Err("structured 'outputChecks' are not supported by this daemon yet".into());
-        }
-        return Ok(());
-    }
-    for (var, requisites, allowed) in [
-        ("allowedReferences", false, true),
-        ("allowedRequisites", true, true),
-        ("disallowedReferences", false, false),
-        ("disallowedRequisites", true, false),
-    ] {
-        let Some(value) = drv.env_get(var) else {
+    for (name, path) in outputs {
+        let Some((references, nar_size)) = built.get(path) else {
             continue;
         };
-        let listed: BTreeSet<String> = String::from_utf8_lossy(value)
-            .split_whitespace()
-            .map(|s| match outputs.get(s) {
-                Some(p) => dir.display(p),
-                None => s.to_owned(),
-            })
-            .collect();
-        let used: BTreeSet<StorePath> = if requisites {
-            let mut roots: BTreeSet<StorePath> = references.clone();
-            roots.remove(path);
-            let mut all = closure(
-                store,
-                roots
-                    .into_iter()
-                    .filter(|r| !outputs.values().any(|o| o == r))
-                    .collect(),
-            )
-            .await?;
-            all.extend(references.iter().cloned());
-            all
+        let checks = output_checks(drv, name)?;
+        let shown = dir.display(path);
+        if let Some(max) = checks.max_size
+            && *nar_size > max
+        {
+            return Err(format!(
+                "path '{shown}' is too large at {nar_size} bytes; limit is {max} bytes"
+            ));
+        }
+        let needs_closure = checks.max_closure_size.is_some()
+            || checks.allowed_requisites.is_some()
+            || !checks.disallowed_requisites.is_empty();
+        let (closure, closure_size) = if needs_closure {
+            closure_with_built(store, path, built).await?
         } else {
-            references.clone()
+            (BTreeSet::new(), 0)
         };
-        for u in &used {
-            let shown = dir.display(u);
-            let ok = if allowed {
-                listed.contains(&shown) || u == path
+        if let Some(max) = checks.max_closure_size
+            && closure_size > max
+        {
+            return Err(format!(
+                "closure of path '{shown}' is too large at {closure_size} bytes; limit is {max} bytes"
+            ));
+        }
+        let specifiers = |list: &[String]| -> Result<BTreeSet<StorePath>, String> {
+            list.iter()
+                .map(|s| {
+                    if let Some(p) = outputs.get(s) {
+                        return Ok(p.clone());
+                    }
+                    dir.parse(s).map_err(|_| {
+                        let names: Vec<&str> = outputs.keys().map(String::as_str).collect();
+                        format!(
+                            "derivation '{}' output check for '{name}' contains an illegal reference specifier '{s}', expected store path or output name (one of [{}])",
+                            dir.display(drv_path),
+                            names.join(", ")
+                        )
+                    })
+                })
+                .collect()
+        };
+        let rules: [(Option<&[String]>, bool, bool); 4] = [
+            (checks.allowed_references.as_deref(), true, false),
+            (checks.allowed_requisites.as_deref(), true, true),
+            (Some(&checks.disallowed_references), false, false),
+            (Some(&checks.disallowed_requisites), false, true),
+        ];
+        for (list, allowed, recursive) in rules {
+            let Some(list) = list else { continue };
+            if !allowed && list.is_empty() {
+                continue;
+            }
+            let spec = specifiers(list)?;
+            let mut used = if recursive {
+                closure.clone()
             } else {
-                !listed.contains(&shown)
+                references.clone()
             };
-            if !ok {
+            if recursive && checks.ignore_self_refs {
+                used.remove(path);
+            }
+            let bad: Vec<String> = used
+                .iter()
+                .filter(|u| spec.contains(u) != allowed)
+                .map(|u| format!("\n  {}", dir.display(u)))
+                .collect();
+            if !bad.is_empty() {
                 return Err(format!(
-                    "output '{}' is not allowed to refer to the following paths:\n  {shown}",
-                    dir.display(path)
+                    "output '{shown}' is not allowed to refer to the following paths:{}",
+                    bad.concat()
                 ));
             }
         }
-        let _ = output;
     }
     Ok(())
 }
