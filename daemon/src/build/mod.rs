@@ -188,17 +188,20 @@ struct JobResult {
     error: Option<String>,
 }
 
-/// A sandbox slot (its own id range).
+/// A sandbox slot (its own id range), held for one build; given back when dropped.
 pub(crate) struct Slot {
     index: usize,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
     builds: Arc<Mutex<Vec<bool>>>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        // The entry first, then the permit: a waiter woken by the permit finds it free.
         if let Ok(mut s) = self.builds.lock() {
             s[self.index] = false;
         }
+        drop(self.permit.take());
     }
 }
 
@@ -207,7 +210,7 @@ pub struct Builds {
     config: BuildConfig,
     jobs: Mutex<HashMap<(StorePath, bool), Arc<Job>>>,
     slots: Arc<Mutex<Vec<bool>>>,
-    slot_free: Semaphore,
+    slot_free: Arc<Semaphore>,
     counter: AtomicU64,
     setup_total_us: AtomicU64,
     setups: AtomicU64,
@@ -220,7 +223,7 @@ impl Builds {
             config,
             jobs: Mutex::new(HashMap::new()),
             slots: Arc::new(Mutex::new(vec![false; SLOTS])),
-            slot_free: Semaphore::new(SLOTS),
+            slot_free: Arc::new(Semaphore::new(SLOTS)),
             counter: AtomicU64::new(1),
             setup_total_us: AtomicU64::new(0),
             setups: AtomicU64::new(0),
@@ -233,9 +236,7 @@ impl Builds {
 
     async fn take_slot(&self) -> Slot {
         // A permit guarantees a free entry; it is given back with the entry.
-        if let Ok(permit) = self.slot_free.acquire().await {
-            permit.forget();
-        }
+        let permit = Arc::clone(&self.slot_free).acquire_owned().await.ok();
         let index = self
             .slots
             .lock()
@@ -248,6 +249,7 @@ impl Builds {
             .unwrap_or(0);
         Slot {
             index,
+            permit,
             builds: Arc::clone(&self.slots),
         }
     }
@@ -563,5 +565,56 @@ impl Builds {
                 tracing::warn!(error = %e, log = %target.display(), "writing a build log");
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builds() -> Arc<Builds> {
+        Arc::new(Builds::new(BuildConfig {
+            helper: PathBuf::from("/proc/self/exe"),
+            build_root: PathBuf::from("/nonexistent"),
+            sandbox_paths: Vec::new(),
+            build_dir_inside: "/build".into(),
+            system: host_system(),
+            impure_env: BTreeMap::new(),
+            log_dir: PathBuf::from("/nonexistent"),
+            hashed_mirrors: Vec::new(),
+        }))
+    }
+
+    /// Slots come back when builds end: many more builds than slots, some at once.
+    #[tokio::test]
+    async fn slots_are_given_back() {
+        let b = builds();
+        let run = async {
+            for _ in 0..(3 * SLOTS) {
+                let first = b.take_slot().await;
+                let second = b.take_slot().await;
+                assert_ne!(first.index, second.index);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("taking slots must not block once earlier builds have ended");
+        let held: Vec<Slot> = futures::future::join_all((0..SLOTS).map(|_| b.take_slot())).await;
+        let distinct: std::collections::BTreeSet<usize> = held.iter().map(|s| s.index).collect();
+        assert_eq!(
+            distinct.len(),
+            SLOTS,
+            "every concurrent build has its own slot (id range)"
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), b.take_slot())
+                .await
+                .is_err(),
+            "no slot while all are held"
+        );
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(1), b.take_slot())
+            .await
+            .expect("a slot once they are given back");
     }
 }
