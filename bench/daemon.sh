@@ -14,6 +14,7 @@ TREE_MB=1024
 TREE_FILES=20000
 DRVS=2000
 TRIVIAL=200
+HELLO_TARBALL=
 CLIENTS=16
 REQUESTS=5000
 SECTIONS=instantiate,query,add
@@ -38,8 +39,11 @@ Usage: bench/daemon.sh [options]   (as root)
   --sections LIST   comma-separated subset of instantiate,query,add,builds (default
                     instantiate,query,add; query includes the memory measurements and needs the
                     instantiate's paths, which are made untimed when instantiate is not asked
-                    for; builds: sandboxed builds, see --trivial)
+                    for; builds: sandboxed builds, see --trivial; hello: GNU hello from
+                    source with tests-nixpkgs/pkgs, needs --hello-tarball)
   --trivial N       independent trivial derivations built by the builds section (default 200)
+  --hello-tarball F hello-2.10.tar.gz for the hello section (GNU's release; `apt-get source
+                    hello` or ftp.gnu.org; sha256 31e06613...516b)
   --work-dir DIR    parent of the temporary directory (default /var/tmp; must not be tmpfs)
   --out FILE        results file (default bench/results/daemon-<date>.md)
   --keep            keep the temporary directory for inspection
@@ -64,6 +68,7 @@ while [ $# -gt 0 ]; do
     --tree-files) TREE_FILES=${2:?}; shift 2 ;;
     --drvs) DRVS=${2:?}; shift 2 ;;
     --trivial) TRIVIAL=${2:?}; shift 2 ;;
+    --hello-tarball) HELLO_TARBALL=${2:?}; shift 2 ;;
     --clients) CLIENTS=${2:?}; shift 2 ;;
     --requests) REQUESTS=${2:?}; shift 2 ;;
     --sections) SECTIONS=${2:?}; shift 2 ;;
@@ -79,7 +84,7 @@ for v in RUNS TREE_MB DRVS CLIENTS REQUESTS; do
 done
 [[ $TREE_FILES =~ ^[0-9]+$ && $TREE_FILES -ge 10 ]] || die "--tree-files wants an integer >= 10"
 for s in ${SECTIONS//,/ }; do
-    [[ $s == instantiate || $s == query || $s == add || $s == builds ]] || die "unknown section '$s'"
+    [[ $s == instantiate || $s == query || $s == add || $s == builds || $s == hello ]] || die "unknown section '$s'"
 done
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -248,6 +253,9 @@ in_session() {
     local nixdir=$2
     shift 2
     mount --bind "$nixdir" /nix
+    # The hello section's nix-daemon 2.34 builds with the host's toolchain, which the chroot
+    # lacks: bound on the chroot's empty /opt, and named /usr=/opt in its sandbox paths.
+    [ -z "${BIND_HOST_USR:-}" ] || mount --bind /usr "$CHROOT/opt"
     mkdir -p /nix/store /nix/var/nix /nix/ipfs /nix/client-cache
     mount --rbind /nix "$CHROOT/nix"
     case $IMPL in
@@ -415,6 +423,7 @@ build_trivial() {
 import re, sys
 setup, teardown = [], []
 for line in open(sys.argv[1], errors="replace"):
+    line = re.sub(r"\x1b\[[0-9;]*m", "", line)  # the log is coloured
     m = re.search(r"setup_ms=([0-9.]+).*teardown_ms=([0-9.]+)", line)
     if m:
         setup.append(float(m.group(1)))
@@ -426,6 +435,29 @@ if setup:
 PY
     fi
     log "   run $r $IMPL: $TRIVIAL trivial builds with max-jobs $jobs in ${w}s"
+}
+
+# build_hello RUN: nix-build of GNU hello from source (tests-nixpkgs/pkgs), the tarball served
+# on loopback, into an empty store.
+build_hello() {
+    local r=$1 t w out port
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    python3 -m http.server "$port" --bind 127.0.0.1 --directory "$TREES/www" > /dev/null 2>&1 &
+    local web=$!
+    for ((i = 0; i < 100; i++)); do
+        python3 -c "import socket; socket.create_connection(('127.0.0.1', $port))" 2> /dev/null && break
+        sleep 0.1
+    done
+    fact "load_run${r}_${IMPL}_hello" "$(load)"
+    t=$(now_ns)
+    out=$(nix34 nix-build /mnt/pkgs -A hello --no-out-link \
+        --argstr helloUrl "http://127.0.0.1:$port/hello-2.10.tar.gz" 2> /nix/hello.log) ||
+        { kill "$web"; tail -n 30 /nix/hello.log >&2; die "nix-build of hello ($IMPL) failed"; }
+    w=$(secs_since "$t")
+    kill "$web" 2> /dev/null || true
+    row hello "$IMPL" "$w"
+    fact "hello_out_$IMPL" "$out $(nix34 nix-store -q --hash "$out")"
+    log "   run $r $IMPL: GNU hello built in ${w}s -> $out"
 }
 
 reset_nix() { # reset_nix IMPL: an empty /nix for IMPL's next session
@@ -499,6 +531,15 @@ EOF
 # Sandboxed builds: the sandbox on for both daemons, the host's /usr (the builders' shell)
 # made visible to the builds.
 NIX_CONF_BUILDS=$'build-users-group =\nsandbox = true\nextra-sandbox-paths = /usr /lib /lib64\nsubstituters =\nrequire-sigs = false\nfsync-metadata = true'
+if has_section hello; then
+    [ -n "$HELLO_TARBALL" ] && [ -f "$HELLO_TARBALL" ] || die "the hello section needs --hello-tarball FILE"
+    echo "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b  $HELLO_TARBALL" | sha256sum -c --quiet ||
+        die "$HELLO_TARBALL is not GNU's hello-2.10.tar.gz"
+    mkdir -p "$TREES/www"
+    cp "$HELLO_TARBALL" "$TREES/www/hello-2.10.tar.gz"
+    cp -r "$REPO/tests-nixpkgs/pkgs" "$TREES/pkgs"
+    fact hello "GNU hello 2.10 from source: tests-nixpkgs/pkgs (stdenv phases, make check), the host's toolchain via sandbox paths, sandbox on for both"
+fi
 has_section builds && fact builds "$TRIVIAL independent trivial derivations (sh -c 'echo i > out'), nix-build, sandbox on for both, max-jobs 1 and 2"
 
 if has_section add; then
@@ -528,6 +569,16 @@ for ((r = 1; r <= RUNS; r++)); do
                 NIX_CONF=$NIX_CONF_BUILDS session "$impl" "$WORK/nix/$impl" build_trivial "$r" "$jobs"
             done
         fi
+        if has_section hello; then
+            log "run $r/$RUNS, $impl: GNU hello from source (fresh store)"
+            reset_nix "$impl"
+            if [ "$impl" = nix ]; then
+                BIND_HOST_USR=1 NIX_CONF=${NIX_CONF_BUILDS/\/usr \/lib/\/usr=\/opt \/lib} \
+                    session "$impl" "$WORK/nix/$impl" build_hello "$r"
+            else
+                NIX_CONF=$NIX_CONF_BUILDS session "$impl" "$WORK/nix/$impl" build_hello "$r"
+            fi
+        fi
         if has_section add; then
             log "run $r/$RUNS, $impl: nix-store --add of tree-a (fresh store)"
             reset_nix "$impl"
@@ -535,7 +586,7 @@ for ((r = 1; r <= RUNS; r++)); do
         fi
     done
 done
-for k in drv add_path add_hash trivial_outputs; do
+for k in drv add_path add_hash trivial_outputs hello_out; do
     o=$(grep "^${k}_ours" "$FACTS" | cut -f2 | sort -u || true)
     n=$(grep "^${k}_nix" "$FACTS" | cut -f2 | sort -u || true)
     [ "$o" = "$n" ] || fact fail "$k differs: ours '$o', nix-daemon '$n'"

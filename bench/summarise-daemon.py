@@ -129,6 +129,7 @@ line("e", f"the same with max-jobs 1, wall", "build-trivial-j1", "s", 2)
 line("e", "per build with max-jobs 1 (set-up, builder, tear-down, registration)", "per-build-ms-j1", "ms", 1)
 line("e", "sandbox set-up per build (helper start to the builder's exec), max-jobs 1", "sandbox-setup-ms-j1", "ms", 2)
 line("e", "sandbox tear-down per build (removing the build root), max-jobs 1", "sandbox-teardown-ms-j1", "ms", 2)
+line("f", "GNU hello 2.10 from source (fetch, configure, make, make check, install), wall", "hello", "s", 2, 1.05)
 p("")
 p("- (a) runs on an empty store: the first run adds the .drv files (the daemon answers the")
 p("  client's `AddToStore`/`AddTextToStore` and `IsValidPath` calls), the second finds them valid.")
@@ -149,6 +150,9 @@ p("  namespaces each); the builders are the host's `/usr/bin/sh` (`extra-sandbox
 p("  nix-daemon's set-up and tear-down cannot be measured from outside apart from the builder:")
 p("  the per-build row (wall over builds, max-jobs 1) is the comparable figure; ours is split")
 p("  from the daemon's log.")
+p("- (f) `nix-build -A hello` of `tests-nixpkgs/pkgs` into an empty store: the tarball from a")
+p("  local HTTP server (`builtin:fetchurl`), then the stdenv phases with the host's toolchain")
+p("  (`extra-sandbox-paths`); inputs read through our FUSE view, Nix's from its store files.")
 p("")
 p("## Checks")
 p("")
@@ -163,6 +167,8 @@ for k, label in [
     ("add_hash_nix", "its NAR hash and size, nix-daemon"),
     ("trivial_outputs_ours", "trivial builds' outputs, pkgchain-daemon"),
     ("trivial_outputs_nix", "trivial builds' outputs, nix-daemon"),
+    ("hello_out_ours", "GNU hello, pkgchain-daemon"),
+    ("hello_out_nix", "GNU hello, nix-daemon"),
 ]:
     if k in facts:
         p(f"- {label}: `{facts[k]}`")
