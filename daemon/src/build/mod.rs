@@ -145,7 +145,7 @@ pub(crate) struct JobEvents {
     activity: u64,
     drv: StorePath,
     listeners: Mutex<Vec<mpsc::UnboundedSender<BuildEvent>>>,
-    log: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
+    log: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
 }
 
 impl JobEvents {
@@ -170,8 +170,9 @@ impl JobEvents {
         if let Ok(guard) = self.log.lock()
             && let Some(tx) = guard.as_ref()
         {
-            // The writer keeps up or the log loses pieces; it never blocks the build.
-            let _ = tx.try_send(chunk.to_vec());
+            // Unbounded: the stored log must be whole, and the build never waits for the
+            // compressor (the log's size is bounded by `max-build-log-size`).
+            let _ = tx.send(chunk.to_vec());
         }
     }
 }
@@ -212,21 +213,25 @@ pub struct Builds {
     slots: Arc<Mutex<Vec<bool>>>,
     slot_free: Arc<Semaphore>,
     counter: AtomicU64,
-    setup_total_us: AtomicU64,
-    setups: AtomicU64,
 }
 
 impl Builds {
-    /// A scheduler with `config`.
+    /// A scheduler with `config`. Build roots left by an earlier daemon that stopped during
+    /// a build (a crash) are removed: nothing in them was ever registered.
     pub fn new(config: BuildConfig) -> Builds {
+        if let Ok(entries) = std::fs::read_dir(&config.build_root) {
+            for entry in entries.flatten() {
+                if let Err(e) = pkgchain_sandbox::root::remove(&entry.path()) {
+                    tracing::warn!(error = %e, "removing a build root left by an earlier daemon");
+                }
+            }
+        }
         Builds {
             config,
             jobs: Mutex::new(HashMap::new()),
             slots: Arc::new(Mutex::new(vec![false; SLOTS])),
             slot_free: Arc::new(Semaphore::new(SLOTS)),
             counter: AtomicU64::new(1),
-            setup_total_us: AtomicU64::new(0),
-            setups: AtomicU64::new(0),
         }
     }
 
@@ -252,18 +257,6 @@ impl Builds {
             permit,
             builds: Arc::clone(&self.slots),
         }
-    }
-
-    async fn record_setup(&self, setup: Duration) {
-        self.setup_total_us
-            .fetch_add(setup.as_micros() as u64, Ordering::Relaxed);
-        self.setups.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Mean sandbox set-up time so far (for benchmarks and `tracing`).
-    pub fn mean_setup(&self) -> Option<Duration> {
-        let n = self.setups.load(Ordering::Relaxed);
-        (n > 0).then(|| Duration::from_micros(self.setup_total_us.load(Ordering::Relaxed) / n))
     }
 
     /// Realises each `(derivation, wanted outputs)` (all outputs when `None`), building what
@@ -515,7 +508,7 @@ impl Builds {
                         && let Some(tx) = l.take()
                     {
                         // The end marker: the log is complete.
-                        let _ = tx.try_send(Vec::new());
+                        let _ = tx.send(Vec::new());
                     }
                     if let Some(w) = log_writer {
                         let _ = w.await;
@@ -556,12 +549,12 @@ impl Builds {
         let (first, rest) = base.split_at(2);
         let dir = self.config.log_dir.join("drvs").join(first);
         let target = dir.join(format!("{rest}.bz2"));
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
         if let Ok(mut l) = events.log.lock() {
             *l = Some(tx);
         }
         Some(tokio::task::spawn_blocking(move || {
-            if let Err(e) = crate::server::write_log(&dir, &target, &mut rx, true) {
+            if let Err(e) = crate::server::write_log(&dir, &target, || rx.blocking_recv(), true) {
                 tracing::warn!(error = %e, log = %target.display(), "writing a build log");
             }
         }))
@@ -573,9 +566,13 @@ mod tests {
     use super::*;
 
     fn builds() -> Arc<Builds> {
+        builds_in(PathBuf::from("/nonexistent"))
+    }
+
+    fn builds_in(build_root: PathBuf) -> Arc<Builds> {
         Arc::new(Builds::new(BuildConfig {
             helper: PathBuf::from("/proc/self/exe"),
-            build_root: PathBuf::from("/nonexistent"),
+            build_root,
             sandbox_paths: Vec::new(),
             build_dir_inside: "/build".into(),
             system: host_system(),
@@ -616,5 +613,16 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), b.take_slot())
             .await
             .expect("a slot once they are given back");
+    }
+
+    /// A crash mid-build leaves its root behind; the next daemon removes it.
+    #[test]
+    fn build_roots_left_by_a_crash_are_removed() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let left = tmp.path().join("x.drv-1/build/deep");
+        std::fs::create_dir_all(&left).expect("mkdir");
+        std::fs::write(left.join("f"), b"half-written").expect("write");
+        let _builds = builds_in(tmp.path().to_owned());
+        assert_eq!(std::fs::read_dir(tmp.path()).expect("read").count(), 0);
     }
 }

@@ -125,7 +125,7 @@ async fn build_inner(job: &BuildJob<'_>) -> Result<Outcome, String> {
             }
         }
     }
-    let closure = closure(store, roots).await?;
+    let (closure, _) = closure(store, roots, &BTreeMap::new()).await?;
 
     let out_paths: BTreeMap<String, String> = outputs
         .iter()
@@ -235,7 +235,6 @@ async fn build_inner(job: &BuildJob<'_>) -> Result<Outcome, String> {
             ));
         }
     };
-    builds.record_setup(report.setup).await;
     let tail_text = || {
         if tail.is_empty() {
             String::new()
@@ -404,32 +403,6 @@ async fn cleanup(root_dir: &Path, keep: bool) {
     }
 }
 
-/// The closure of `roots` under references.
-pub(super) async fn closure(
-    store: &Store,
-    roots: BTreeSet<StorePath>,
-) -> Result<BTreeSet<StorePath>, String> {
-    let mut seen: BTreeSet<StorePath> = BTreeSet::new();
-    let mut queue: Vec<StorePath> = roots.into_iter().collect();
-    while let Some(p) = queue.pop() {
-        if seen.contains(&p) {
-            continue;
-        }
-        let info = store
-            .query_path_info(&p)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("input '{}' is not valid", store.store_dir().display(&p)))?;
-        for r in &info.references {
-            if !seen.contains(r) {
-                queue.push(r.clone());
-            }
-        }
-        seen.insert(p);
-    }
-    Ok(seen)
-}
-
 type Rejected = (BuildStatus, String);
 
 /// Ingests, scans and checks every output, then registers them in one transaction (or, for
@@ -452,19 +425,12 @@ async fn collect_outputs(
     let mut result = BuildResult::new(BuildStatus::Built);
     for (name, path) in outputs {
         let actual = built_store.join(path.base_name());
-        let meta = std::fs::symlink_metadata(&actual).map_err(|_| {
+        std::fs::symlink_metadata(&actual).map_err(|_| {
             rejected(format!(
                 "builder for '{shown}' failed to produce output path for output '{name}' at '{}'",
                 actual.display()
             ))
         })?;
-        if !meta.file_type().is_symlink() && meta.permissions().mode() & 0o022 != 0 {
-            // Nix refuses group- or world-writable outputs: someone else could have changed them.
-            let _ = std::fs::set_permissions(
-                &actual,
-                std::fs::Permissions::from_mode(meta.permissions().mode() & !0o022),
-            );
-        }
         let ingested = store
             .ingest_tree(
                 actual.clone(),
@@ -726,16 +692,16 @@ fn output_checks(drv: &Derivation, name: &str) -> Result<OutputChecks, String> {
     })
 }
 
-/// The closure of `path` with its total NAR size; the outputs just built (`built`: references
-/// and NAR size) are not registered yet, every other path is.
-async fn closure_with_built(
+/// The closure of `roots` under references, with its total NAR size. The outputs just built
+/// (`built`: references and NAR size) are not registered yet; every other path must be valid.
+async fn closure(
     store: &Store,
-    path: &StorePath,
+    roots: impl IntoIterator<Item = StorePath>,
     built: &BTreeMap<StorePath, (BTreeSet<StorePath>, u64)>,
 ) -> Result<(BTreeSet<StorePath>, u64), String> {
     let mut seen = BTreeSet::new();
     let mut size = 0u64;
-    let mut queue = vec![path.clone()];
+    let mut queue: Vec<StorePath> = roots.into_iter().collect();
     while let Some(p) = queue.pop() {
         if seen.contains(&p) {
             continue;
@@ -787,7 +753,7 @@ async fn check_outputs(
             || checks.allowed_requisites.is_some()
             || !checks.disallowed_requisites.is_empty();
         let (closure, closure_size) = if needs_closure {
-            closure_with_built(store, path, built).await?
+            closure(store, [path.clone()], built).await?
         } else {
             (BTreeSet::new(), 0)
         };

@@ -235,7 +235,8 @@ impl Conn {
         let target = dir.join(format!("{rest}.bz2"));
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
         let t = target.clone();
-        let writer = tokio::task::spawn_blocking(move || write_log(&dir, &t, &mut rx, false));
+        let writer =
+            tokio::task::spawn_blocking(move || write_log(&dir, &t, || rx.blocking_recv(), false));
         let shown = state.store.store_dir().display(drv_path);
         let read = async {
             let mut total: u64 = 0;
@@ -284,19 +285,19 @@ impl Conn {
 pub(crate) fn write_log(
     dir: &Path,
     target: &Path,
-    rx: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+    mut next: impl FnMut() -> Option<Vec<u8>>,
     replace: bool,
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     if !replace && target.exists() {
         // Nix keeps the first log of a derivation.
-        while rx.blocking_recv().is_some() {}
+        while next().is_some() {}
         return Ok(());
     }
     let temp = tempfile::NamedTempFile::new_in(dir)?;
     let mut encoder = bzip2::write::BzEncoder::new(temp, bzip2::Compression::best());
     let mut complete = false;
-    while let Some(chunk) = rx.blocking_recv() {
+    while let Some(chunk) = next() {
         if chunk.is_empty() {
             complete = true;
             break;
