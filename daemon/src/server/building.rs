@@ -96,25 +96,10 @@ impl Conn {
             }
         }
         let opts = self.build_options(mode);
-        let (tx, mut rx) = mpsc::unbounded_channel();
         let builds = self.state.builds.clone();
-        let run = async move { builds.realise(&store, wanted, &opts, tx).await };
-        tokio::pin!(run);
-        let built = loop {
-            tokio::select! {
-                done = &mut run => break done,
-                Some(event) = rx.recv() => {
-                    self.forward(event).await?;
-                    while let Ok(event) = rx.try_recv() {
-                        self.forward(event).await?;
-                    }
-                    self.writer().flush().await.map_err(|e| OpError::Fatal(e.to_string()))?;
-                }
-            }
-        };
-        while let Ok(event) = rx.try_recv() {
-            self.forward(event).await?;
-        }
+        let built = self
+            .while_forwarding(|tx| async move { builds.realise(&store, wanted, &opts, tx).await })
+            .await?;
         for ((result, _), i) in built.into_iter().zip(wanted_at) {
             results[i] = Some(result);
         }
@@ -151,16 +136,36 @@ impl Conn {
             ));
         }
         let opts = self.build_options(req.mode);
-        let (tx, mut rx) = mpsc::unbounded_channel();
         let builds = self.state.builds.clone();
         let drv_path = req.drv_path.clone();
-        let run = async move { builds.build_given(&store, drv_path, drv, &opts, tx).await };
+        let (result, _) = self
+            .while_forwarding(|tx| async move {
+                builds.build_given(&store, drv_path, drv, &opts, tx).await
+            })
+            .await?;
+        Ok(result)
+    }
+
+    /// Runs the scheduler's future `run` (given the sender of its events), forwarding each
+    /// build event to the client as it comes; returns what `run` returns.
+    async fn while_forwarding<T, F>(
+        &mut self,
+        run: impl FnOnce(mpsc::UnboundedSender<BuildEvent>) -> F,
+    ) -> Result<T, OpError>
+    where
+        F: std::future::Future<Output = T>,
+    {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let run = run(tx);
         tokio::pin!(run);
-        let (result, _) = loop {
+        let done = loop {
             tokio::select! {
                 done = &mut run => break done,
                 Some(event) = rx.recv() => {
                     self.forward(event).await?;
+                    while let Ok(event) = rx.try_recv() {
+                        self.forward(event).await?;
+                    }
                     self.writer().flush().await.map_err(|e| OpError::Fatal(e.to_string()))?;
                 }
             }
@@ -168,7 +173,7 @@ impl Conn {
         while let Ok(event) = rx.try_recv() {
             self.forward(event).await?;
         }
-        Ok(result)
+        Ok(done)
     }
 
     async fn forward(&mut self, event: BuildEvent) -> Result<(), ConnError> {
