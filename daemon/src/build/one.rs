@@ -816,3 +816,63 @@ async fn check_outputs(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn structured(json: &str) -> Derivation {
+        let mut d = Derivation {
+            name: "x".into(),
+            ..Derivation::default()
+        };
+        d.env_set("__json", json.as_bytes());
+        d
+    }
+
+    #[test]
+    fn output_checks_come_from_structured_attrs_or_plain_variables() {
+        let c = output_checks(
+            &structured(r#"{"outputChecks":{"out":{"allowedReferences":[],"maxSize":64}}}"#),
+            "out",
+        )
+        .expect("valid");
+        assert_eq!(c.allowed_references, Some(vec![]));
+        assert_eq!(c.max_size, Some(64));
+        assert!(!c.ignore_self_refs);
+        // Another output has no checks.
+        let dev = output_checks(
+            &structured(r#"{"outputChecks":{"out":{"maxSize":1}}}"#),
+            "dev",
+        )
+        .expect("valid");
+        assert_eq!(dev.max_size, None);
+        let mut plain = Derivation::default();
+        plain.env_set("disallowedRequisites", b"a  b".to_vec());
+        let c = output_checks(&plain, "out").expect("valid");
+        assert_eq!(c.disallowed_requisites, vec!["a", "b"]);
+        assert!(c.ignore_self_refs);
+    }
+
+    #[test]
+    fn malformed_output_checks_are_errors_naming_the_field() {
+        for (json, field) in [
+            (
+                r#"{"outputChecks":{"out":{"allowedReferences":"x"}}}"#,
+                "allowedReferences",
+            ),
+            (
+                r#"{"outputChecks":{"out":{"disallowedRequisites":[1]}}}"#,
+                "disallowedRequisites",
+            ),
+            (
+                r#"{"outputChecks":{"out":{"maxClosureSize":-1}}}"#,
+                "maxClosureSize",
+            ),
+        ] {
+            let err = output_checks(&structured(json), "out").expect_err(json);
+            assert!(err.contains(field), "{err}");
+        }
+        assert!(output_checks(&structured("[1]"), "out").is_err());
+    }
+}
