@@ -552,6 +552,7 @@ impl BlockStore {
             max_blocks,
             seen: HashSet::new(),
             relies_on_existing: false,
+            replace_corrupt: false,
             written_blocks: 0,
             written_bytes: 0,
         })
@@ -611,11 +612,20 @@ pub struct WriteBatch<'s> {
     /// A block this batch relies on was already on disk: another writer may have linked it
     /// without having made its name durable yet, so commit must sync even with nothing staged.
     relies_on_existing: bool,
+    /// Blocks already on disk are read and checked; corrupt ones are written again (repair).
+    replace_corrupt: bool,
     written_blocks: u64,
     written_bytes: u64,
 }
 
 impl WriteBatch<'_> {
+    /// From now on, a block already on disk is read and checked against its CID, and written
+    /// again if it is corrupt (what repairing a path needs: otherwise a block on disk is
+    /// trusted, whatever it holds).
+    pub fn replace_corrupt(&mut self) {
+        self.replace_corrupt = true;
+    }
+
     /// Adds a block. Returns whether it was new (not on disk and not staged).
     ///
     /// `data` must hash to `cid`; callers compute the CID from the data they pass.
@@ -625,8 +635,12 @@ impl WriteBatch<'_> {
             return Ok(false);
         }
         if self.store.contains(cid)? {
-            self.relies_on_existing = true;
-            return Ok(false);
+            if !self.replace_corrupt || self.store.check(cid)? == BlockState::Ok {
+                self.relies_on_existing = true;
+                return Ok(false);
+            }
+            warn!(%cid, "replacing a corrupt block");
+            self.store.remove(cid)?;
         }
         let (fd, kept) = self.create_staging()?;
         let mut file = File::from(fd);
@@ -1067,6 +1081,35 @@ mod tests {
         assert_eq!(store.check(&other).expect("check"), BlockState::Missing);
         store.remove(&cid).expect("remove");
         assert_eq!(store.check(&cid).expect("check"), BlockState::Missing);
+    }
+
+    #[test]
+    fn a_repairing_batch_rewrites_corrupt_blocks_and_trusts_sound_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open(dir.path()).expect("open");
+        let bad = Cid::of(Codec::Raw, b"to be damaged");
+        let good = Cid::of(Codec::Raw, b"left alone");
+        let mut batch = store.batch().expect("batch");
+        batch.put(&bad, b"to be damaged").expect("put");
+        batch.put(&good, b"left alone").expect("put");
+        batch.commit().expect("commit");
+        let path = store.path_of(&bad);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        std::fs::write(&path, b"damaged").expect("corrupt");
+        // An ordinary batch trusts what is on disk.
+        let mut plain = store.batch().expect("batch");
+        assert!(!plain.put(&bad, b"to be damaged").expect("put"));
+        plain.commit().expect("commit");
+        assert_eq!(store.check(&bad).expect("check"), BlockState::Corrupt);
+        // A repairing one checks it and writes the corrupt block again, and only that one.
+        let mut repairing = store.batch().expect("batch");
+        repairing.replace_corrupt();
+        assert!(repairing.put(&bad, b"to be damaged").expect("put"));
+        assert!(!repairing.put(&good, b"left alone").expect("put"));
+        repairing.commit().expect("commit");
+        assert_eq!(store.check(&bad).expect("check"), BlockState::Ok);
+        assert_eq!(store.read(&bad).expect("read"), b"to be damaged");
+        assert_eq!(store.check(&good).expect("check"), BlockState::Ok);
     }
 
     #[test]

@@ -146,6 +146,7 @@ impl Store {
             let mut input = reader.take(nar_size);
             let options = IngestOptions {
                 reference_candidates: candidates,
+                repair,
             };
             let result = ingest::ingest(store.blocks(), &options, |p| {
                 ingest::produce_from_nar(NarReader::new(&mut input), p).map(drop)
@@ -332,7 +333,7 @@ impl Store {
             debug!(path = %path, "already valid");
             return Ok(existing);
         }
-        let ingested = ingest::ingest_file_bytes(self.blocks(), data)?;
+        let ingested = ingest::ingest_file_bytes(self.blocks(), data, repair)?;
         self.register_ca_blocking(path, ingested, &ca, references)
     }
 
@@ -417,7 +418,7 @@ impl Store {
         // Where the hash is known once the data is in, whether the path is valid is asked on
         // the same blocking thread (no hand-off to a database thread; most adds are new).
         let (ingested, file_hash, known_valid) = crate::blocking(move || {
-            let (ingested, file_hash) = ingest_data(&store, reader, dump, flat, algo, &spool_dir)?;
+            let (ingested, file_hash) = ingest_data(&store, reader, dump, flat, algo, &spool_dir, repair)?;
             let known_valid = match &file_hash {
                 Some(hash) if !repair => {
                     let ca = ContentAddress::new(method, hash.clone());
@@ -572,8 +573,12 @@ fn ingest_data(
     flat: bool,
     algo: HashAlgo,
     spool_dir: &std::path::Path,
+    repair: bool,
 ) -> Result<(Ingested, Option<Hash>), StoreError> {
-    let options = IngestOptions::default();
+    let options = IngestOptions {
+        repair,
+        ..IngestOptions::default()
+    };
     let (ingested, file_hash) = match dump {
         DumpFormat::Flat => {
             let mut spool = Spool::new(spool_dir);

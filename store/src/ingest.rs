@@ -289,6 +289,8 @@ impl Producer {
 pub struct IngestOptions {
     /// Store paths to look for in the NAR (reference scanning); empty scans nothing.
     pub reference_candidates: Vec<StorePath>,
+    /// Repair: blocks already on disk are checked, and corrupt ones written again.
+    pub repair: bool,
 }
 
 /// Ingests the tree that `produce` describes. See the module documentation.
@@ -321,7 +323,9 @@ pub fn ingest<T>(
     std::thread::scope(|scope| {
         let writer = std::thread::Builder::new()
             .name("pkgchain-write".into())
-            .spawn_scoped(scope, move || write_blocks(blocks, block_rx, pool_tx))
+            .spawn_scoped(scope, move || {
+                write_blocks(blocks, block_rx, pool_tx, options.repair)
+            })
             .map_err(spawn_err)?;
         let builder = std::thread::Builder::new()
             .name("pkgchain-build".into())
@@ -466,8 +470,12 @@ fn write_blocks(
     blocks: &BlockStore,
     rx: Receiver<BlockBatch>,
     pool: Sender<BlockBatch>,
+    repair: bool,
 ) -> Result<(u64, u64), IngestError> {
     let mut batch = blocks.batch()?;
+    if repair {
+        batch.replace_corrupt();
+    }
     for arena in rx {
         for (cid, range) in &arena.blocks {
             batch.put(cid, &arena.arena[range.clone()])?;
@@ -486,7 +494,12 @@ pub const SMALL_FILE: u64 = 1024 * 1024;
 /// same result as [`ingest`] of that file (for a `.drv` or a `builtins.toFile` text, where
 /// starting [`ingest`]'s two threads cost more than the work: measured on instantiating
 /// 2,000 derivations).
-pub fn ingest_file_bytes(blocks: &BlockStore, data: &[u8]) -> Result<Ingested, IngestError> {
+/// With `repair`, blocks already on disk are checked and corrupt ones written again.
+pub fn ingest_file_bytes(
+    blocks: &BlockStore,
+    data: &[u8],
+    repair: bool,
+) -> Result<Ingested, IngestError> {
     let size = data.len() as u64;
     let mut nar = NarWriter::new(NarDigest {
         sha256: Hasher::new(HashAlgo::Sha256),
@@ -503,8 +516,12 @@ pub fn ingest_file_bytes(blocks: &BlockStore, data: &[u8]) -> Result<Ingested, I
     }
     nar.write_event(&NarEvent::FileEnd)?;
     let digest = nar.finish()?;
+    let mut batch = blocks.batch()?;
+    if repair {
+        batch.replace_corrupt();
+    }
     let mut builder = DagBuilder::new(DirectSink {
-        batch: blocks.batch()?,
+        batch,
         blocks: Vec::new(),
     });
     builder.file_start(None, false, size)?;
@@ -600,7 +617,7 @@ mod tests {
                 p.file_end()
             })
             .expect("pipeline");
-            let direct = ingest_file_bytes(&blocks, &data).expect("direct");
+            let direct = ingest_file_bytes(&blocks, &data, false).expect("direct");
             assert_eq!(direct.root, piped.root, "size {size}");
             assert_eq!(direct.nar_hash, piped.nar_hash, "size {size}");
             assert_eq!(direct.nar_size, piped.nar_size, "size {size}");

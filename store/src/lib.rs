@@ -444,6 +444,12 @@ impl Store {
         verify::verify(self, verify::VerifyDepth::Contents).await
     }
 
+    /// Checks one valid path's contents: its blocks against their CIDs and its rebuilt NAR
+    /// against the registered hash and size. Empty when the path is sound (or not valid).
+    pub async fn verify_path(&self, path: &StorePath) -> Result<Vec<verify::Problem>, StoreError> {
+        verify::verify_path(self, path).await
+    }
+
     /// Checks that every block of every valid path is present, reading none of them.
     pub async fn verify_presence(&self) -> Result<VerifyReport, StoreError> {
         verify::verify(self, verify::VerifyDepth::Presence).await
@@ -672,6 +678,7 @@ mod tests {
                 tree,
                 IngestOptions {
                     reference_candidates: vec![dep.clone(), other],
+                    ..IngestOptions::default()
                 },
             )
             .await

@@ -16,7 +16,7 @@ use pkgchain_dag::Cid;
 use pkgchain_dag::walk::WalkError;
 use pkgchain_store_model::hash::{Hash, HashAlgo, Hasher};
 use pkgchain_store_model::store_path::StorePath;
-use tracing::{debug, info_span};
+use tracing::{Instrument, debug, info_span};
 
 use crate::export::{ExportError, export_nar};
 use crate::{Store, StoreError};
@@ -133,105 +133,129 @@ pub async fn verify(store: &Store, depth: VerifyDepth) -> Result<VerifyReport, S
     let mut checked: HashMap<Cid, BlockState> = HashMap::new();
     for path in paths {
         report.paths += 1;
-        let Some(info) = store.db().path_info(&path).await? else {
-            // Removed while we were looking.
-            continue;
-        };
-        // Every block the database lists for the path, each checked once per run.
-        let listed = store.db().path_blocks(&path).await?;
-        let fresh: Vec<Cid> = listed
-            .iter()
-            .map(|(c, _)| *c)
-            .filter(|c| !checked.contains_key(c))
-            .collect();
-        let s = store.clone();
-        let states = tokio::task::spawn_blocking(move || {
-            fresh
-                .into_iter()
-                .map(|c| {
-                    let state = match depth {
-                        VerifyDepth::Contents => s.blocks().check(&c),
-                        VerifyDepth::Presence => s.blocks().contains(&c).map(|present| {
-                            if present {
-                                BlockState::Ok
-                            } else {
-                                BlockState::Missing
-                            }
-                        }),
-                    };
-                    state.map(|st| (c, st))
-                })
-                .collect::<Result<Vec<_>, BlockError>>()
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
-        checked.extend(states);
-        let mut block_problems = 0;
-        for (cid, _) in &listed {
-            match checked.get(cid) {
-                Some(BlockState::Missing) => report.problems.push(Problem::MissingBlock {
-                    path: path.clone(),
-                    cid: *cid,
-                }),
-                Some(BlockState::Corrupt) => report.problems.push(Problem::CorruptBlock {
-                    path: path.clone(),
-                    cid: *cid,
-                    file: store.blocks().path_of(cid).display().to_string(),
-                }),
-                _ => continue,
-            }
-            block_problems += 1;
-        }
-        if block_problems > 0 || depth == VerifyDepth::Presence {
-            // With bad blocks the NAR cannot be rebuilt (every bad block has been named);
-            // a presence check stops here.
-            continue;
-        }
-        let blocks = store.clone();
-        let root = info.root;
-        let exported = tokio::task::spawn_blocking(move || {
-            let mut sink = HashSink {
-                hasher: Hasher::new(HashAlgo::Sha256),
-            };
-            let size = export_nar(blocks.blocks(), &root, &mut sink)?;
-            Ok::<_, ExportError>((size, sink.hasher.finish()))
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?;
-        match exported {
-            Ok((size, hash)) => {
-                report.nar_bytes += size;
-                if hash != info.nar_hash || size != info.nar_size {
-                    report.problems.push(Problem::ContentsChanged {
-                        path: path.clone(),
-                        expected: info.nar_hash.clone(),
-                        actual: hash,
-                        expected_size: info.nar_size,
-                        actual_size: size,
-                    });
-                }
-            }
-            Err(ExportError::Dag(WalkError::Get(BlockError::Missing(cid)))) => {
-                report.problems.push(Problem::MissingBlock {
-                    path: path.clone(),
-                    cid,
-                });
-            }
-            Err(ExportError::Dag(WalkError::Get(
-                BlockError::Corrupt { cid, path: file } | BlockError::TooLarge { cid, path: file },
-            ))) => report.problems.push(Problem::CorruptBlock {
-                path: path.clone(),
-                cid,
-                file: file.display().to_string(),
-            }),
-            Err(e) => report.problems.push(Problem::Unreadable {
-                path: path.clone(),
-                reason: e.to_string(),
-            }),
-        }
+        let (bytes, problems) = check_path(store, &path, depth, &mut checked).await?;
+        report.nar_bytes += bytes;
+        report.problems.extend(problems);
     }
     for p in &report.problems {
         debug!(problem = %p, "verify");
     }
     Ok(report)
+}
+
+/// Checks one valid path's contents (every block against its CID, then the rebuilt NAR against
+/// the registered hash and size), as `nix-build --repair` checks outputs. A path that is not
+/// valid has no problems.
+pub async fn verify_path(store: &Store, path: &StorePath) -> Result<Vec<Problem>, StoreError> {
+    let (_, problems) = check_path(store, path, VerifyDepth::Contents, &mut HashMap::new())
+        .instrument(info_span!("verify_path", path = %path))
+        .await?;
+    Ok(problems)
+}
+
+/// Checks `path` to `depth`, skipping blocks already in `checked` (and adding the ones it
+/// checks). Returns the NAR bytes rebuilt and the problems found.
+async fn check_path(
+    store: &Store,
+    path: &StorePath,
+    depth: VerifyDepth,
+    checked: &mut HashMap<Cid, BlockState>,
+) -> Result<(u64, Vec<Problem>), StoreError> {
+    let mut problems = Vec::new();
+    let Some(info) = store.db().path_info(path).await? else {
+        // Removed while we were looking.
+        return Ok((0, problems));
+    };
+    // Every block the database lists for the path, each checked once per run.
+    let listed = store.db().path_blocks(path).await?;
+    let fresh: Vec<Cid> = listed
+        .iter()
+        .map(|(c, _)| *c)
+        .filter(|c| !checked.contains_key(c))
+        .collect();
+    let s = store.clone();
+    let states = tokio::task::spawn_blocking(move || {
+        fresh
+            .into_iter()
+            .map(|c| {
+                let state = match depth {
+                    VerifyDepth::Contents => s.blocks().check(&c),
+                    VerifyDepth::Presence => s.blocks().contains(&c).map(|present| {
+                        if present {
+                            BlockState::Ok
+                        } else {
+                            BlockState::Missing
+                        }
+                    }),
+                };
+                state.map(|st| (c, st))
+            })
+            .collect::<Result<Vec<_>, BlockError>>()
+    })
+    .await
+    .map_err(|e| StoreError::Task(e.to_string()))??;
+    checked.extend(states);
+    for (cid, _) in &listed {
+        match checked.get(cid) {
+            Some(BlockState::Missing) => problems.push(Problem::MissingBlock {
+                path: path.clone(),
+                cid: *cid,
+            }),
+            Some(BlockState::Corrupt) => problems.push(Problem::CorruptBlock {
+                path: path.clone(),
+                cid: *cid,
+                file: store.blocks().path_of(cid).display().to_string(),
+            }),
+            _ => {}
+        }
+    }
+    if !problems.is_empty() || depth == VerifyDepth::Presence {
+        // With bad blocks the NAR cannot be rebuilt (every bad block has been named);
+        // a presence check stops here.
+        return Ok((0, problems));
+    }
+    let blocks = store.clone();
+    let root = info.root;
+    let exported = tokio::task::spawn_blocking(move || {
+        let mut sink = HashSink {
+            hasher: Hasher::new(HashAlgo::Sha256),
+        };
+        let size = export_nar(blocks.blocks(), &root, &mut sink)?;
+        Ok::<_, ExportError>((size, sink.hasher.finish()))
+    })
+    .await
+    .map_err(|e| StoreError::Task(e.to_string()))?;
+    let mut bytes = 0;
+    match exported {
+        Ok((size, hash)) => {
+            bytes = size;
+            if hash != info.nar_hash || size != info.nar_size {
+                problems.push(Problem::ContentsChanged {
+                    path: path.clone(),
+                    expected: info.nar_hash.clone(),
+                    actual: hash,
+                    expected_size: info.nar_size,
+                    actual_size: size,
+                });
+            }
+        }
+        Err(ExportError::Dag(WalkError::Get(BlockError::Missing(cid)))) => {
+            problems.push(Problem::MissingBlock {
+                path: path.clone(),
+                cid,
+            });
+        }
+        Err(ExportError::Dag(WalkError::Get(
+            BlockError::Corrupt { cid, path: file } | BlockError::TooLarge { cid, path: file },
+        ))) => problems.push(Problem::CorruptBlock {
+            path: path.clone(),
+            cid,
+            file: file.display().to_string(),
+        }),
+        Err(e) => problems.push(Problem::Unreadable {
+            path: path.clone(),
+            reason: e.to_string(),
+        }),
+    }
+    Ok((bytes, problems))
 }

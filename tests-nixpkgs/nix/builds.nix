@@ -87,4 +87,12 @@ in rec {
     args = [ "-c" "source .attrs.sh; seq 1 1000 > ${"$"}{outputs[out]}" ];
   };
   logged = sh "for i in 1 2 3; do echo line $i; done; echo done > $out" { name = "logged"; };
+  # --repair: the outputs' contents are computed, so no other store object holds their lines.
+  repairLeaf = sh "echo repair$((40 + 2))leaf > $out" { name = "repair-leaf"; };
+  repairTop = sh "echo top$((40 + 2)) of ${repairLeaf} > $out" { name = "repair-top"; };
+  repairSource = builtins.toFile "repair-source" "repair43source\n";
+  repairUsesSource = sh "tr a-z A-Z < ${repairSource} > $out; echo ${repairSource} >> $out" { name = "repair-uses-source"; };
+  # A path the caller added (`REPAIR_ADDED`): no derivation can make it again.
+  repairUsesAdded = let added = builtins.storePath (builtins.getEnv "REPAIR_ADDED"); in
+    sh "tr a-z A-Z < ${added} > $out; echo ${added} >> $out" { name = "repair-uses-added"; };
 }

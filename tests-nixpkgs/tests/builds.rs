@@ -70,6 +70,60 @@ echo "print-out-paths: $(nix build --no-link --print-out-paths -f $I/builds.nix 
 echo "sleepy valid: $(nix-store --check-validity $(nix eval --raw -f $I/builds.nix sleepy.outPath 2>/dev/null) 2>&1 | wc -l)"
 "#;
 
+/// `--repair`: a corrupt output is rebuilt; a corrupt path in the outputs' closure is rebuilt
+/// from the derivation that makes it; a corrupt `builtins.toFile` source is added again by the
+/// evaluation (which repairs with `--repair`); one nothing can make fails the repair. `corrupt`
+/// damages a path's only file: in our block store the block holding its line (no other store
+/// object has that line), in Nix's store the file itself.
+const REPAIR_SCENARIO: &str = r#"
+I=/mnt/in
+T=/nix/scenario-tmp
+mkdir -p $T
+B="nix-build $I/builds.nix --no-out-link"
+corrupt() {
+  if [ -d /nix/ipfs/blocks ]; then
+    f=$(grep -rlx -e "$2" /nix/ipfs/blocks | head -n 1)
+    [ -n "$f" ] || echo "no block holds '$2'"
+    printf 'damaged\n' > "$f"
+  else
+    printf 'damaged\n' > "$1"
+  fi
+}
+verify() { nix-store --verify --check-contents > /dev/null 2>&1; echo "verify exit $?"; }
+# What a repair run did: its exit status and every line it printed, in order.
+repair() { "$@" > $T/out 2>&1; echo "repair exit $?"; sed "s/^/  said: /" $T/out; }
+TOP=$($B -A repairTop 2>/dev/null); LEAF=$($B -A repairLeaf 2>/dev/null)
+SRC=$(nix-instantiate --eval -A repairSource $I/builds.nix 2>/dev/null | tr -d '"')
+USES=$($B -A repairUsesSource 2>/dev/null)
+echo "built: $TOP $LEAF $USES $SRC"
+echo "== sound outputs"
+repair $B -A repairTop --repair
+echo "== a corrupt output"
+corrupt $TOP "top42 of $LEAF"
+verify
+repair $B -A repairTop --repair
+echo "top: $(cat $TOP)"
+verify
+echo "== a corrupt path in the closure"
+corrupt $LEAF repair42leaf
+repair $B -A repairTop --repair
+echo "leaf: $(cat $LEAF) top: $(cat $TOP)"
+verify
+echo "hashes: $(nix-store -q --hash $TOP $LEAF | tr '\n' ' ')"
+echo "== a corrupt source the evaluation adds again"
+corrupt $SRC repair43source
+repair $B -A repairUsesSource --repair
+echo "source: $(cat $SRC)"
+verify
+echo "== a corrupt path nothing can make again"
+printf 'repair44added\n' > $T/added.txt
+export REPAIR_ADDED=$(nix-store --add $T/added.txt)
+$B -A repairUsesAdded > /dev/null 2>&1 || echo "repairUsesAdded failed"
+corrupt $REPAIR_ADDED repair44added
+repair $B -A repairUsesAdded --repair
+verify
+"#;
+
 fn compare(client: Client) {
     let mut tools = vec!["unshare", "nix-build", "nix-daemon"];
     if client == Client::Nix234 {
@@ -99,6 +153,49 @@ fn compare(client: Client) {
     assert!(ours.contains("== simple exit 0\n/nix/store/"), "{ours}");
     assert!(ours.contains("failing exit 1"), "{ours}");
     assert_same_transcripts(&ours, &theirs);
+}
+
+fn compare_repair(client: Client) {
+    let mut tools = vec!["unshare", "nix-build", "nix-daemon"];
+    if client == Client::Nix234 {
+        tools.push("chroot");
+    }
+    if !prerequisites(&tools) || !client_available(client) {
+        return;
+    }
+    let input = readable_input_dir("pkgchain-repair-e2e-");
+    let nix_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("nix");
+    std::fs::copy(nix_dir.join("builds.nix"), input.path().join("builds.nix")).expect("copy");
+    let config = r"sandbox = true\nbuild-users-group =\nextra-sandbox-paths = /usr /lib /lib64\nsubstituters =\nrequire-sigs = false";
+    let run = |daemon| {
+        transcript(&ScenarioRun {
+            client,
+            daemon,
+            role: Role::Root,
+            input: input.path(),
+            file: "repair.sh",
+            script: REPAIR_SCENARIO,
+            config,
+        })
+    };
+    let theirs = run(Daemon::RealNix);
+    let ours = run(Daemon::Ours);
+    eprintln!("--- ours ---\n{ours}\n--- theirs ---\n{theirs}");
+    assert!(ours.contains("top: top42 of /nix/store/"), "{ours}");
+    assert!(ours.contains("leaf: repair42leaf"), "{ours}");
+    assert!(!ours.contains("no block holds"), "{ours}");
+    assert!(ours.contains("could not be repaired"), "{ours}");
+    assert_same_transcripts(&ours, &theirs);
+}
+
+#[test]
+fn nix_2_8_repair_matches_nix_daemon() {
+    compare_repair(Client::Nix28);
+}
+
+#[test]
+fn nix_2_34_repair_matches_nix_daemon() {
+    compare_repair(Client::Nix234);
 }
 
 #[test]

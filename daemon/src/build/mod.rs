@@ -7,6 +7,7 @@
 mod builtins;
 mod env;
 mod one;
+mod repair;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -125,25 +126,30 @@ pub struct BuildOptions {
     pub keep_going: bool,
     /// `keep-failed`.
     pub keep_failed: bool,
+    /// Paths whose contents this request has checked (`--repair`).
+    pub checked_contents: repair::CheckedContents,
 }
 
 /// What a waiting client is told.
 #[derive(Debug, Clone)]
 pub enum BuildEvent {
-    /// A build started (activity id, derivation).
-    Started(u64, StorePath),
+    /// A build started (activity id, derivation, mode).
+    Started(u64, StorePath, BuildMode),
     /// A line of its log.
     Line(u64, String),
     /// It ended.
     Stopped(u64),
     /// A build this one needed failed (Nix logs the error and goes on to fail the dependent).
     InputFailed(String),
+    /// A line Nix's worker prints itself (`--repair` checking paths).
+    Message(String),
 }
 
 /// The events of one running build, fanned out to every client waiting for it.
 pub(crate) struct JobEvents {
     activity: u64,
     drv: StorePath,
+    mode: BuildMode,
     listeners: Mutex<Vec<mpsc::UnboundedSender<BuildEvent>>>,
     log: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
 }
@@ -156,7 +162,11 @@ impl JobEvents {
     }
 
     fn subscribe(&self, tx: mpsc::UnboundedSender<BuildEvent>) {
-        let _ = tx.send(BuildEvent::Started(self.activity, self.drv.clone()));
+        let _ = tx.send(BuildEvent::Started(
+            self.activity,
+            self.drv.clone(),
+            self.mode,
+        ));
         if let Ok(mut l) = self.listeners.lock() {
             l.push(tx);
         }
@@ -209,7 +219,7 @@ impl Drop for Slot {
 /// The scheduler.
 pub struct Builds {
     config: BuildConfig,
-    jobs: Mutex<HashMap<(StorePath, bool), Arc<Job>>>,
+    jobs: Mutex<HashMap<(StorePath, BuildMode), Arc<Job>>>,
     slots: Arc<Mutex<Vec<bool>>>,
     slot_free: Arc<Semaphore>,
     counter: AtomicU64,
@@ -291,7 +301,7 @@ impl Builds {
                 store,
                 drv_path,
                 opts.clone(),
-                true,
+                opts.mode,
                 Arc::clone(&limit),
                 events.clone(),
             );
@@ -326,7 +336,7 @@ impl Builds {
                 drv_path,
                 Some(drv),
                 opts.clone(),
-                true,
+                opts.mode,
                 limit,
                 events,
             )
@@ -339,14 +349,15 @@ impl Builds {
         store: &Store,
         drv_path: StorePath,
         opts: BuildOptions,
-        top: bool,
+        mode: BuildMode,
         limit: Arc<Semaphore>,
         events: mpsc::UnboundedSender<BuildEvent>,
     ) -> BoxFuture<'static, Arc<JobResult>> {
-        self.realise_from(store, drv_path, None, opts, top, limit, events)
+        self.realise_from(store, drv_path, None, opts, mode, limit, events)
     }
 
-    /// Realises `drv_path`, read from the store unless `given`.
+    /// Realises `drv_path`, read from the store unless `given`, in `mode` (the client's mode
+    /// for what it asked for; inputs are built normally, or repaired when repairing).
     #[allow(clippy::too_many_arguments)]
     fn realise_from(
         self: &Arc<Self>,
@@ -354,7 +365,7 @@ impl Builds {
         drv_path: StorePath,
         given: Option<Derivation>,
         opts: BuildOptions,
-        top: bool,
+        mode: BuildMode,
         limit: Arc<Semaphore>,
         events: mpsc::UnboundedSender<BuildEvent>,
     ) -> BoxFuture<'static, Arc<JobResult>> {
@@ -398,14 +409,24 @@ impl Builds {
                     }
                 }
             }
-            let mode = if top { opts.mode } else { BuildMode::Normal };
             let mut all_valid = true;
             for p in outputs.values() {
                 if !store.is_valid_path(p).await.unwrap_or(false) {
                     all_valid = false;
+                } else if mode == BuildMode::Repair
+                    && !repair::contents_good(&store, p, &opts.checked_contents, &events).await
+                {
+                    // Corrupt: rebuilt below, like a missing output (Nix's `PathStatus::Corrupt`).
+                    all_valid = false;
                 }
             }
-            if all_valid && mode != BuildMode::Check && mode != BuildMode::Repair {
+            if all_valid && mode == BuildMode::Repair {
+                // The outputs are sound: repair whatever else of their closure is not.
+                return this
+                    .repair_closure(&store, &drv_path, &outputs, &opts, &limit, &events)
+                    .await;
+            }
+            if all_valid && mode != BuildMode::Check {
                 let mut r = BuildResult::new(BuildStatus::AlreadyValid);
                 for (n, p) in &outputs {
                     r.built_outputs
@@ -416,13 +437,6 @@ impl Builds {
                     error: None,
                 });
             }
-            if mode == BuildMode::Repair {
-                return fail(
-                    BuildStatus::MiscFailure,
-                    "repairing derivation outputs (--repair) is not supported by this daemon yet"
-                        .into(),
-                );
-            }
 
             // Inputs first, concurrently.
             let inputs: Vec<StorePath> = drv.input_drvs.keys().cloned().collect();
@@ -432,7 +446,12 @@ impl Builds {
                     &store,
                     input,
                     opts.clone(),
-                    false,
+                    // Nix repairs the inputs of a repaired derivation too.
+                    if mode == BuildMode::Repair {
+                        BuildMode::Repair
+                    } else {
+                        BuildMode::Normal
+                    },
                     Arc::clone(&limit),
                     events.clone(),
                 ));
@@ -457,8 +476,7 @@ impl Builds {
             }
 
             // The build itself, shared with anyone else asking for it.
-            let check = mode == BuildMode::Check;
-            let key = (drv_path.clone(), check);
+            let key = (drv_path.clone(), mode);
             let (job, start) = {
                 let Ok(mut jobs) = this.jobs.lock() else {
                     return fail(BuildStatus::MiscFailure, "scheduler state poisoned".into());
@@ -472,6 +490,7 @@ impl Builds {
                                 activity: this.next_build_number()
                                     | (u64::from(std::process::id()) << 32),
                                 drv: drv_path.clone(),
+                                mode,
                                 listeners: Mutex::new(Vec::new()),
                                 log: Mutex::new(None),
                             }),
@@ -490,6 +509,7 @@ impl Builds {
                 let mut opts2 = opts.clone();
                 opts2.mode = mode;
                 let limit2 = Arc::clone(&limit);
+                let outputs = outputs.clone();
                 tokio::spawn(async move {
                     let permit = limit2.acquire_owned().await.ok();
                     let log_writer = this2.open_log(&drv_path2, &job2.events);
@@ -519,7 +539,7 @@ impl Builds {
                         error: outcome.error,
                     })));
                     if let Ok(mut jobs) = this2.jobs.lock() {
-                        jobs.remove(&(drv_path2, opts2.mode == BuildMode::Check));
+                        jobs.remove(&(drv_path2, opts2.mode));
                     }
                 });
             }
@@ -527,6 +547,12 @@ impl Builds {
             let mut done = job.done.clone();
             loop {
                 if let Some(r) = done.borrow().clone() {
+                    if mode == BuildMode::Repair && r.error.is_none() {
+                        // Rebuilt: sound for the rest of this request (Nix's markContentsGood).
+                        for p in outputs.values() {
+                            opts.checked_contents.set(p, true);
+                        }
+                    }
                     return r;
                 }
                 if done.changed().await.is_err() {

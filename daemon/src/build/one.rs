@@ -436,6 +436,8 @@ async fn collect_outputs(
                 actual.clone(),
                 IngestOptions {
                     reference_candidates: candidates.clone(),
+                    // A corrupt output being repaired may share blocks with what is built.
+                    repair: mode == BuildMode::Repair,
                 },
             )
             .await
@@ -694,7 +696,7 @@ fn output_checks(drv: &Derivation, name: &str) -> Result<OutputChecks, String> {
 
 /// The closure of `roots` under references, with its total NAR size. The outputs just built
 /// (`built`: references and NAR size) are not registered yet; every other path must be valid.
-async fn closure(
+pub(super) async fn closure(
     store: &Store,
     roots: impl IntoIterator<Item = StorePath>,
     built: &BTreeMap<StorePath, (BTreeSet<StorePath>, u64)>,

@@ -45,6 +45,7 @@ impl Conn {
             max_log_size: setting("max-build-log-size").filter(|n| *n > 0),
             keep_going: s.keep_going,
             keep_failed: s.keep_failed,
+            checked_contents: Default::default(),
         }
     }
 
@@ -179,13 +180,19 @@ impl Conn {
     async fn forward(&mut self, event: BuildEvent) -> Result<(), ConnError> {
         let dir = self.state.store.store_dir().clone();
         let message = match event {
-            BuildEvent::Started(id, drv) => {
+            BuildEvent::Started(id, drv, mode) => {
                 let shown = dir.display(&drv);
+                // Nix's words for the build activity of each mode.
+                let text = match mode {
+                    BuildMode::Normal => format!("building '{shown}'"),
+                    BuildMode::Repair => format!("repairing outputs of '{shown}'"),
+                    BuildMode::Check => format!("checking outputs of '{shown}'"),
+                };
                 StderrMessage::StartActivity {
                     id,
                     level: LEVEL_INFO,
                     activity_type: ActivityType::Build,
-                    text: format!("building '{shown}'").into_bytes().into(),
+                    text: text.into_bytes().into(),
                     fields: vec![
                         Field::String(shown.into_bytes().into()),
                         Field::String(Vec::new().into()),
@@ -202,6 +209,10 @@ impl Conn {
             },
             BuildEvent::Stopped(id) => StderrMessage::StopActivity { id },
             BuildEvent::InputFailed(message) => StderrMessage::Next(error_line(&message).into()),
+            BuildEvent::Message(mut line) => {
+                line.push('\n');
+                StderrMessage::Next(line.into_bytes().into())
+            }
         };
         self.send(&message).await
     }
