@@ -124,6 +124,86 @@ repair $B -A repairUsesAdded --repair
 verify
 "#;
 
+/// `BuildDerivation`, as Nix's remote builds send it: the client keeps its own store (a local
+/// store under `$T/client`, building nothing itself: `-j0`) and hands every build to the
+/// builder `ssh-ng://localhost`, which Nix runs without ssh as `nix-daemon --stdio --store
+/// daemon`: a pipe to the daemon under test. The hook copies the inputs there, sends
+/// `BuildDerivation`, and copies the outputs back.
+const REMOTE_SCENARIO: &str = r#"
+I=/mnt/in
+T=/nix/scenario-tmp
+mkdir -p $T
+C=$T/client
+R="ssh-ng://localhost?remote-store=daemon $(uname -m)-linux"
+B() { nix-build $I/builds.nix --no-out-link --store "local?root=$C" -j0 --builders "$R" "$@"; }
+for a in simple dependent multi fixed structured; do
+  P=$(B -A $a 2>$T/err); s=$?
+  echo "== $a exit $s"
+  [ $s = 0 ] || cat $T/err
+  for p in $P; do
+    echo "$p: $(cat $C$p 2>/dev/null || ls $C$p)"
+    echo "  on the builder: $(nix-store -q --references $p 2>&1 | tr '\n' ' ')"
+  done
+done
+B -A failing > $T/out 2>&1; echo "failing exit $?"
+for w in "about to fail" "exit code 3" "failed"; do grep -q -e "$w" $T/out && echo "  says: $w"; done
+# Only our daemon's log can show which operation built them (taken out before comparing).
+if [ -d /nix/ipfs/blocks ]; then
+  echo "ours: BuildDerivation $(grep -c 'built a derivation the client sent' /nix/daemon.log)"
+fi
+"#;
+
+fn compare_remote(client: Client) {
+    let mut tools = vec!["unshare", "nix-build", "nix-daemon"];
+    if client == Client::Nix234 {
+        tools.push("chroot");
+    }
+    if !prerequisites(&tools) || !client_available(client) {
+        return;
+    }
+    let input = readable_input_dir("pkgchain-remote-e2e-");
+    let nix_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("nix");
+    std::fs::copy(nix_dir.join("builds.nix"), input.path().join("builds.nix")).expect("copy");
+    let config = r"sandbox = true\nbuild-users-group =\nextra-sandbox-paths = /usr /lib /lib64\nsubstituters =\nrequire-sigs = false";
+    let run = |daemon| {
+        transcript(&ScenarioRun {
+            client,
+            daemon,
+            role: Role::Root,
+            input: input.path(),
+            file: "remote.sh",
+            script: REMOTE_SCENARIO,
+            config,
+        })
+    };
+    let theirs = run(Daemon::RealNix);
+    let ours = run(Daemon::Ours);
+    eprintln!("--- ours ---\n{ours}\n--- theirs ---\n{theirs}");
+    assert!(ours.contains("== simple exit 0\n/nix/store/"), "{ours}");
+    // Six builds (simple, dependent, multi, fixed, structured, failing), each one
+    // `BuildDerivation`.
+    assert!(
+        ours.contains("ours: BuildDerivation 6\n"),
+        "every build must come as BuildDerivation:\n{ours}"
+    );
+    let compared: String = ours
+        .lines()
+        .filter(|l| !l.starts_with("ours: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_same_transcripts(&compared, &theirs);
+}
+
+#[test]
+fn nix_2_8_remote_builds_match_nix_daemon() {
+    compare_remote(Client::Nix28);
+}
+
+#[test]
+fn nix_2_34_remote_builds_match_nix_daemon() {
+    compare_remote(Client::Nix234);
+}
+
 fn compare(client: Client) {
     let mut tools = vec!["unshare", "nix-build", "nix-daemon"];
     if client == Client::Nix234 {

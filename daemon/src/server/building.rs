@@ -144,6 +144,11 @@ impl Conn {
                 builds.build_given(&store, drv_path, drv, &opts, tx).await
             })
             .await?;
+        tracing::info!(
+            drv = %dir.display(&req.drv_path),
+            status = ?result.status,
+            "built a derivation the client sent"
+        );
         Ok(result)
     }
 
