@@ -418,7 +418,8 @@ impl Store {
         // Where the hash is known once the data is in, whether the path is valid is asked on
         // the same blocking thread (no hand-off to a database thread; most adds are new).
         let (ingested, file_hash, known_valid) = crate::blocking(move || {
-            let (ingested, file_hash) = ingest_data(&store, reader, dump, flat, algo, &spool_dir, repair)?;
+            let (ingested, file_hash) =
+                ingest_data(&store, reader, dump, flat, algo, &spool_dir, repair)?;
             let known_valid = match &file_hash {
                 Some(hash) if !repair => {
                     let ca = ContentAddress::new(method, hash.clone());
