@@ -62,6 +62,18 @@ pub enum Problem {
     },
 }
 
+impl Problem {
+    /// The path the problem is with.
+    pub fn path(&self) -> &StorePath {
+        match self {
+            Problem::MissingBlock { path, .. }
+            | Problem::CorruptBlock { path, .. }
+            | Problem::ContentsChanged { path, .. }
+            | Problem::Unreadable { path, .. } => path,
+        }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

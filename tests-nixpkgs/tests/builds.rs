@@ -115,6 +115,17 @@ corrupt $SRC repair43source
 repair $B -A repairUsesSource --repair
 echo "source: $(cat $SRC)"
 verify
+# nix-store --verify --repair: what it said that both daemons say the same way (ours names
+# the damaged block where Nix names the changed hash).
+verify_repair() {
+  nix-store --verify --check-contents --repair > $T/out 2>&1; echo "verify --repair exit $?"
+  for w in "repairing outputs of" "cannot repair path '[^']*'"; do grep -o -e "$w" $T/out | sed 's/^/  says: /'; done
+}
+echo "== verify --repair of a path with a deriver"
+corrupt $LEAF repair42leaf
+verify_repair
+echo "leaf: $(cat $LEAF)"
+verify
 echo "== a corrupt path nothing can make again"
 printf 'repair44added\n' > $T/added.txt
 export REPAIR_ADDED=$(nix-store --add $T/added.txt)
@@ -122,6 +133,7 @@ $B -A repairUsesAdded > /dev/null 2>&1 || echo "repairUsesAdded failed"
 corrupt $REPAIR_ADDED repair44added
 repair $B -A repairUsesAdded --repair
 verify
+verify_repair
 "#;
 
 /// `BuildDerivation`, as Nix's remote builds send it: the client keeps its own store (a local

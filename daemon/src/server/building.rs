@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use super::connection::{Conn, ConnError};
 use super::ops::{OpError, failed};
 use crate::build::{BuildEvent, BuildOptions};
+use pkgchain_store_model::store_path::StorePath;
 
 /// Nix's `lvlInfo`.
 const LEVEL_INFO: u64 = 3;
@@ -112,6 +113,49 @@ impl Conn {
                 result: result.unwrap_or_else(|| BuildResult::new(BuildStatus::MiscFailure)),
             })
             .collect())
+    }
+
+    /// The repair of `nix-store --verify --repair` (Nix's `repairPath`): each damaged path is
+    /// rebuilt by building its deriver in repair mode; a path without a valid deriver cannot
+    /// be repaired (Nix would try its substituters first; this daemon has none yet). Failures
+    /// are logged as Nix logs them. Returns whether every path was repaired.
+    pub(super) async fn repair_paths(&mut self, damaged: Vec<StorePath>) -> Result<bool, OpError> {
+        let store = self.state.store.clone();
+        let dir = store.store_dir().clone();
+        let mut all_repaired = true;
+        for path in damaged {
+            let deriver = match store.query_path_info(&path).await? {
+                Some(info) => info.deriver,
+                // Gone meanwhile (collected): nothing to repair.
+                None => continue,
+            };
+            let deriver = match deriver {
+                Some(d) if store.is_valid_path(&d).await? => d,
+                _ => {
+                    let message = format!("cannot repair path '{}'", dir.display(&path));
+                    self.send(&StderrMessage::Next(error_line(&message).into()))
+                        .await?;
+                    all_repaired = false;
+                    continue;
+                }
+            };
+            let opts = self.build_options(BuildMode::Repair);
+            let builds = self.state.builds.clone();
+            let store2 = store.clone();
+            let results = self
+                .while_forwarding(|tx| async move {
+                    builds
+                        .realise(&store2, vec![(deriver, None)], &opts, tx)
+                        .await
+                })
+                .await?;
+            if let Some((_, Some(message))) = results.first() {
+                self.send(&StderrMessage::Next(error_line(message).into()))
+                    .await?;
+                all_repaired = false;
+            }
+        }
+        Ok(all_repaired)
     }
 
     /// `BuildDerivation`: builds the derivation the client sent.

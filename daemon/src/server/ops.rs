@@ -143,7 +143,7 @@ impl Conn {
             Request::EnsurePath(p) => {
                 if !store.is_valid_path(&p).await? {
                     return Err(failed(format!(
-                        "path '{}' is not valid and no substituter can provide it",
+                        "path '{}' is required, but there is no substituter that can build it",
                         shown(&p)
                     )));
                 }
@@ -202,7 +202,14 @@ impl Conn {
                 for line in &problems {
                     self.log_line(line).await?;
                 }
-                Reply::VerifyStore(!problems.is_empty())
+                if repair && !report.problems.is_empty() {
+                    let damaged: BTreeSet<StorePath> =
+                        report.problems.iter().map(|p| p.path().clone()).collect();
+                    let repaired = self.repair_paths(damaged.into_iter().collect()).await?;
+                    Reply::VerifyStore(!repaired)
+                } else {
+                    Reply::VerifyStore(!problems.is_empty())
+                }
             }
             Request::AddSignatures { path, sigs } => {
                 if !store.is_valid_path(&path).await? {
