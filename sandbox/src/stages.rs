@@ -5,7 +5,9 @@
 //! 1. Stage 1 creates the user namespace and waits while the daemon, outside, writes its id
 //!    maps (only a process outside may map ids other than its own). It then becomes root of
 //!    that namespace, creates the mount, pid, ipc, uts (and unless the build is fixed-output,
-//!    network) namespaces, and starts stage 2, which is the new pid namespace's init.
+//!    network) namespaces, and forks stage 2, which is the new pid namespace's init. (Stage 1
+//!    is single-threaded, so a plain fork is safe, and it costs less than executing the
+//!    daemon's large binary a second time.)
 //! 2. Stage 2 mounts the root (binds, `/proc`, devpts, shm), brings loopback up, pivots into
 //!    the root, drops to the builder's ids, raises the second walls (Landlock and seccomp) and
 //!    executes the builder, which stays pid 1: when it exits, the kernel kills every process
@@ -16,34 +18,25 @@
 
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 
 use nix::sched::CloneFlags;
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 
 use crate::spec::{IdMapping, MAX_SPEC_BYTES, SandboxSpec};
 
-/// The first argument that makes a program run stage 1.
+/// The first argument that makes a program run stage 1 (which forks stage 2).
 pub const STAGE1_ARG: &str = "__pkgchain-sandbox-stage1";
-/// The first argument that makes a program run stage 2.
-pub const STAGE2_ARG: &str = "__pkgchain-sandbox-stage2";
 
 /// Runs a stage if the program was started as one; `None` otherwise. A program that hosts
 /// the sandbox calls this first thing in `main`, before it starts any thread.
 pub fn run_stage_if_requested() -> Option<ExitCode> {
     let arg = std::env::args_os().nth(1)?;
-    if arg == STAGE1_ARG {
-        Some(report_failure("stage 1", stage1()))
-    } else if arg == STAGE2_ARG {
-        Some(stage2())
-    } else {
-        None
-    }
+    (arg == STAGE1_ARG).then(|| report_failure("stage 1", stage1()))
 }
 
 fn report_failure(stage: &str, result: Result<(), String>) -> ExitCode {
@@ -83,7 +76,8 @@ pub(crate) fn read_frame(r: &mut impl Read, limit: u64) -> Result<Vec<u8>, Strin
     Ok(buf)
 }
 
-/// Writes a frame for [`read_frame`].
+/// Writes a frame for [`read_frame`] (the daemon writes its own; this one is for the tests).
+#[cfg(test)]
 pub(crate) fn write_frame(w: &mut impl Write, data: &[u8]) -> io::Result<()> {
     w.write_all(&(data.len() as u64).to_le_bytes())?;
     w.write_all(data)?;
@@ -133,38 +127,46 @@ fn stage1() -> Result<(), String> {
     }
     nix::sched::unshare(flags).map_err(|e| format!("creating the namespaces: {e}"))?;
 
-    let (mut to_stage2, stage2_control) =
+    // Stage 2 reports why it failed on this socket; its end closes on a successful exec
+    // (close-on-exec), which is how stage 1 learns that the builder runs.
+    let (mut from_stage2, stage2_report) =
         UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
-    let log = io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| format!("dup: {e}"))?;
-    let log2 = log.try_clone().map_err(|e| format!("dup: {e}"))?;
-    let mut stage2 = Command::new("/proc/self/exe")
-        .arg(STAGE2_ARG)
-        .stdin(Stdio::from(OwnedFd::from(stage2_control)))
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log2))
-        .spawn()
-        .map_err(|e| format!("starting stage 2: {e}"))?;
-    let pid = rustix::process::Pid::from_child(&stage2);
-    // Not reaped before `wait` below, so the pid is this child's.
+    out.flush().map_err(|e| e.to_string())?;
+    // SAFETY: stage 1 is a freshly executed program that starts no thread, so the child of
+    // this fork may do whatever the parent could (no lock can be held by a thread that is
+    // not copied).
+    #[allow(unsafe_code)]
+    let forked = unsafe { nix::unistd::fork() }.map_err(|e| format!("starting stage 2: {e}"))?;
+    let child = match forked {
+        nix::unistd::ForkResult::Child => {
+            drop(from_stage2);
+            let error = match stage2(&spec) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            let _ = (&stage2_report).write_all(error.as_bytes());
+            // Stage 1's stdout was flushed before the fork: nothing of its is written twice.
+            std::process::exit(1);
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(stage2_report);
+    let pid = rustix::process::Pid::from_raw(child.as_raw())
+        .ok_or_else(|| "fork returned no pid".to_owned())?;
+    // Not reaped before `waitpid` below, so the pid is this child's.
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
         .map_err(|e| format!("pidfd_open: {e}"))?;
-    let sent = write_frame(&mut to_stage2, &frame);
-    let _ = to_stage2.shutdown(std::net::Shutdown::Write);
-    // Stage 2 closes its end on a successful exec, or writes why it failed.
     let mut failure = Vec::new();
-    let _ = (&mut to_stage2).take(64 << 10).read_to_end(&mut failure);
-    if failure.is_empty() && sent.is_ok() {
+    let _ = (&mut from_stage2).take(64 << 10).read_to_end(&mut failure);
+    if failure.is_empty() {
         writeln!(out, "started").map_err(|e| e.to_string())?;
     } else {
-        let why = if failure.is_empty() {
-            format!("sending the spec to stage 2: {sent:?}")
-        } else {
-            String::from_utf8_lossy(&failure).into_owned()
-        };
-        writeln!(out, "failed {}", one_line(&why)).map_err(|e| e.to_string())?;
+        writeln!(
+            out,
+            "failed {}",
+            one_line(&String::from_utf8_lossy(&failure))
+        )
+        .map_err(|e| e.to_string())?;
     }
     out.flush().map_err(|e| e.to_string())?;
 
@@ -196,48 +198,40 @@ fn stage1() -> Result<(), String> {
             }
         }
     }
-    let status = stage2
-        .wait()
-        .map_err(|e| format!("waiting for the builder: {e}"))?;
+    let status = loop {
+        match nix::sys::wait::waitpid(child, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(|e| format!("waiting for the builder: {e}"))?,
+        }
+    };
     let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
         .map_err(|e| format!("getrusage: {e}"))?;
     let micros = |t: nix::sys::time::TimeVal| t.tv_sec() * 1_000_000 + t.tv_usec();
     let (user, system) = (micros(usage.user_time()), micros(usage.system_time()));
-    match (status.code(), status.signal()) {
-        (Some(code), _) => writeln!(out, "exit {code} {user} {system}"),
-        (None, Some(sig)) => writeln!(out, "signal {sig} {user} {system}"),
-        (None, None) => writeln!(out, "signal 0 {user} {system}"),
+    match status {
+        nix::sys::wait::WaitStatus::Exited(_, code) => writeln!(out, "exit {code} {user} {system}"),
+        nix::sys::wait::WaitStatus::Signaled(_, sig, _) => {
+            writeln!(out, "signal {} {user} {system}", sig as i32)
+        }
+        _ => writeln!(out, "signal 0 {user} {system}"),
     }
     .and_then(|()| out.flush())
     .map_err(|e| e.to_string())
 }
 
-fn stage2() -> ExitCode {
-    // fd 0 is the control socket from stage 1.
-    let control = match rustix::io::fcntl_dupfd_cloexec(io::stdin(), 3) {
-        Ok(fd) => UnixStream::from(fd),
-        Err(_) => return ExitCode::FAILURE,
-    };
-    let error = match stage2_setup(&control) {
-        Ok(never) => match never {},
-        Err(e) => e,
-    };
-    let _ = (&control).write_all(error.as_bytes());
-    ExitCode::FAILURE
-}
-
 enum Never {}
 
-fn stage2_setup(control: &UnixStream) -> Result<Never, String> {
-    let frame = read_frame(&mut &*control, MAX_SPEC_BYTES)?;
-    let spec: SandboxSpec =
-        serde_json::from_slice(&frame).map_err(|e| format!("the spec is malformed: {e}"))?;
+/// Stage 2, in the child stage 1 forked: returns only if the builder could not be started.
+fn stage2(spec: &SandboxSpec) -> Result<Never, String> {
+    // Stage 1's stdin and stdout are its control channel with the daemon: the builder gets
+    // /dev/null and the log (stage 1's stderr) instead.
     let null = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
     rustix::stdio::dup2_stdin(&null).map_err(|e| format!("dup2: {e}"))?;
+    rustix::stdio::dup2_stdout(io::stderr()).map_err(|e| format!("dup2: {e}"))?;
     // A session of its own: the log terminal is not its controlling terminal.
     rustix::process::setsid().map_err(|e| format!("setsid: {e}"))?;
-    mount_root(&spec)?;
-    enter_root(&spec)?;
+    mount_root(spec)?;
+    enter_root(spec)?;
     drop_privileges(spec.ids)?;
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| format!("prctl(PR_SET_PDEATHSIG): {e}"))?;

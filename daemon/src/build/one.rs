@@ -144,6 +144,7 @@ async fn build_inner(job: &BuildJob<'_>) -> Result<Outcome, String> {
         return build_builtin(job, &env.vars, &closure).await;
     }
 
+    let prepare_started = std::time::Instant::now();
     let slot = builds.take_slot().await;
     let ids = builds.config.ids_for(slot.index);
     let root_dir = builds.config.build_root.join(format!(
@@ -219,7 +220,10 @@ async fn build_inner(job: &BuildJob<'_>) -> Result<Outcome, String> {
             }
         }
     };
+    let run_started = std::time::Instant::now();
+    let prepare_time = run_started - prepare_started;
     let report = run(&builds.config.helper, &spec, &limits, &mut on_log).await;
+    let run_time = run_started.elapsed();
     if !partial.is_empty() {
         let text = String::from_utf8_lossy(&partial).into_owned();
         events.line(text.clone());
@@ -291,6 +295,7 @@ async fn build_inner(job: &BuildJob<'_>) -> Result<Outcome, String> {
         return Ok(o);
     }
 
+    let collect_started = std::time::Instant::now();
     let registered = collect_outputs(
         store,
         drv_path,
@@ -302,11 +307,18 @@ async fn build_inner(job: &BuildJob<'_>) -> Result<Outcome, String> {
     )
     .await;
     let teardown_started = std::time::Instant::now();
+    let collect_time = teardown_started - collect_started;
     cleanup(&root_dir, registered.is_err() && opts.keep_failed).await;
-    // Read by bench/daemon.sh.
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    // Read by bench/daemon.sh: set-up (helper start to the builder's exec) and tear-down
+    // (removing the build root); the rest says where the remaining time goes: preparing the
+    // root, the whole sandbox run (set-up, builder, reaping), ingesting and registering.
     info!(
-        setup_ms = report.setup.as_secs_f64() * 1000.0,
-        teardown_ms = teardown_started.elapsed().as_secs_f64() * 1000.0,
+        setup_ms = ms(report.setup),
+        teardown_ms = ms(teardown_started.elapsed()),
+        prepare_ms = ms(prepare_time),
+        run_ms = ms(run_time),
+        collect_ms = ms(collect_time),
         "sandbox times"
     );
     let mut outcome = match registered {

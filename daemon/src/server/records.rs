@@ -282,6 +282,10 @@ impl Conn {
 /// Compresses what arrives on `rx` into a temporary file in `dir` and renames it to `target`
 /// when the end marker (an empty chunk) comes; without it the file is removed. A log already
 /// at `target` is kept (`AddBuildLog`, Nix keeps the first) unless `replace` (a new build).
+///
+/// The log is not synced before the rename (nor is it by Nix): a crash may lose the logs of
+/// the last seconds, but never leaves a partial one under its name. Syncing cost a disk flush
+/// per build.
 pub(crate) fn write_log(
     dir: &Path,
     target: &Path,
@@ -308,7 +312,6 @@ pub(crate) fn write_log(
         return Ok(());
     }
     let temp = encoder.finish()?;
-    temp.as_file().sync_all()?;
     if replace {
         return temp.persist(target).map(drop).map_err(|e| e.error);
     }

@@ -9,9 +9,8 @@ fn main() -> ExitCode {
         None => {
             eprintln!(
                 "pkgchain-sandbox: this program only runs the sandbox's helper stages \
-                 ({} or {}), started by the daemon",
-                pkgchain_sandbox::stages::STAGE1_ARG,
-                pkgchain_sandbox::stages::STAGE2_ARG
+                 ({}), started by the daemon",
+                pkgchain_sandbox::stages::STAGE1_ARG
             );
             ExitCode::from(2)
         }
