@@ -7,6 +7,8 @@
 
 pub mod auth;
 pub mod build;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listener;
 pub mod locations;
 pub mod memory;

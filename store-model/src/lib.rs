@@ -15,10 +15,15 @@
 //!   `nix-store --generate-binary-cache-key`.
 //! * [`references`]: a streaming scanner that finds which candidate store paths a byte stream
 //!   mentions.
+//! * [`buildenv`]: the `derivations` attribute of `builtin:buildenv` (the packages of a user
+//!   environment, with their priorities and whether they are active).
+//! * [`structured_attrs`]: structured attributes (`__json`) as the bash declarations of a
+//!   builder's `.attrs.sh`.
 //!
 //! Parsers in this crate never recurse on input structure, never panic on malformed input, and
 //! bound every length they accept; errors say what was wrong and where.
 
+pub mod buildenv;
 pub mod content_address;
 pub mod derivation;
 pub mod hash;
@@ -29,3 +34,4 @@ pub mod path_info;
 pub mod references;
 pub mod signature;
 pub mod store_path;
+pub mod structured_attrs;

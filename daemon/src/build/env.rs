@@ -1,11 +1,13 @@
 //! The builder's environment, exactly as Nix makes it (`initEnv`, `initTmpDir` and the
-//! structured-attributes files): pure, from the derivation and its output paths.
+//! structured-attributes files, `.attrs.sh` written by
+//! [`pkgchain_store_model::structured_attrs`]): pure, from the derivation and its output paths.
 
 use std::collections::BTreeMap;
 
 use pkgchain_store_model::derivation::Derivation;
 use pkgchain_store_model::derivation::hash_modulo::hash_placeholder;
 use pkgchain_store_model::hash::{Hash, HashAlgo, HashEncoding};
+use pkgchain_store_model::structured_attrs::attrs_shell;
 use serde_json::Value;
 
 /// What the builder gets: its environment and the files to put in its build directory.
@@ -66,7 +68,7 @@ pub fn builder_env(input: &EnvInputs<'_>) -> Result<BuilderEnv, String> {
     {
         let attrs = rewrite_json(attrs, &rewrites);
         let json = structured_json(attrs, input.outputs);
-        let sh = structured_shell(&json)?;
+        let sh = attrs_shell(&json).map_err(|e| e.to_string())?;
         let text = serde_json::to_vec(&json).map_err(|e| e.to_string())?;
         files.push((".attrs.json".to_owned(), text));
         files.push((".attrs.sh".to_owned(), sh.into_bytes()));
@@ -177,77 +179,6 @@ fn structured_json(mut attrs: Value, outputs: &BTreeMap<String, String>) -> Valu
         map.insert("outputs".to_owned(), Value::Object(outs));
     }
     attrs
-}
-
-fn shell_escape(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// A simple JSON value as bash sees it, or `None` for arrays and objects.
-fn simple(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(shell_escape(s)),
-        Value::Number(n) => {
-            // Nix prints integers; a float is truncated the way its JSON library converts.
-            if let Some(i) = n.as_i64() {
-                Some(i.to_string())
-            } else if let Some(u) = n.as_u64() {
-                Some(u.to_string())
-            } else {
-                n.as_f64().map(|f| format!("{f}"))
-            }
-        }
-        Value::Bool(true) => Some("1".to_owned()),
-        Value::Bool(false) => Some(String::new()),
-        Value::Null => Some("''".to_owned()),
-        _ => None,
-    }
-}
-
-fn is_bash_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// `.attrs.sh` (Nix's `writeStructuredAttrsShell`): a `declare` per attribute whose value is
-/// simple, an array of simple values, or an object of simple values.
-fn structured_shell(json: &Value) -> Result<String, String> {
-    let Value::Object(map) = json else {
-        return Err("structured attributes are not an object".into());
-    };
-    let mut out = String::new();
-    for (key, value) in map {
-        if !is_bash_identifier(key) {
-            continue;
-        }
-        if let Some(s) = simple(value) {
-            out.push_str(&format!("declare {key}={s}\n"));
-        } else if let Value::Array(items) = value {
-            let parts: Option<Vec<String>> = items.iter().map(simple).collect();
-            if let Some(parts) = parts {
-                out.push_str(&format!("declare -a {key}=("));
-                for p in parts {
-                    out.push_str(&p);
-                    out.push(' ');
-                }
-                out.push_str(")\n");
-            }
-        } else if let Value::Object(fields) = value {
-            let parts: Option<Vec<(String, String)>> = fields
-                .iter()
-                .map(|(k, v)| simple(v).map(|s| (k.clone(), s)))
-                .collect();
-            if let Some(parts) = parts {
-                out.push_str(&format!("declare -A {key}=("));
-                for (k, v) in parts {
-                    out.push_str(&format!("[{}]={v} ", shell_escape(&k)));
-                }
-                out.push_str(")\n");
-            }
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! build run in the sandbox ([`pkgchain_sandbox`]). Its log goes to every waiting client as
 //! it comes and to Nix's log directory (`drvs/XX/REST.bz2`), where `nix log` reads it.
 
-mod builtins;
+pub(crate) mod builtins;
 mod env;
 mod one;
 mod repair;

@@ -3,7 +3,8 @@
 //!
 //! Input (Nix 2.0 to 2.34 alike): `derivations` is a whitespace-separated list of groups
 //! `ACTIVE PRIORITY N PATH1 ... PATHN` (`ACTIVE` is `false` for an inactive package, anything
-//! else for an active one); `manifest` is the store path linked as `$out/manifest.nix`.
+//! else for an active one), parsed by [`pkgchain_store_model::buildenv`]; `manifest` is the
+//! store path linked as `$out/manifest.nix`.
 //!
 //! Rules followed:
 //! - active packages are linked in order of (priority, path); then the packages named in their
@@ -26,6 +27,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use pkgchain_store_model::buildenv::{Package, parse_derivations};
+
 use super::BuiltinRequest;
 
 /// Deepest directory nesting below `$out` before the build is refused.
@@ -36,17 +39,6 @@ const MAX_ENTRIES: u64 = 10_000_000;
 
 /// Priority of the first propagated package (Nix's `priorityCounter`).
 const PROPAGATED_PRIORITY: i64 = 1000;
-
-/// One package to link.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Package {
-    /// Its store path (an output of an installed derivation).
-    pub path: String,
-    /// Whether it is linked (`nix-env --set-flag active false` turns it off).
-    pub active: bool,
-    /// Lower wins collisions.
-    pub priority: i64,
-}
 
 /// Runs the builder.
 pub(super) async fn run(
@@ -60,7 +52,7 @@ pub(super) async fn run(
     let manifest = req
         .var("manifest")
         .ok_or_else(|| "attribute 'manifest' missing".to_owned())?;
-    let packages = parse_derivations(&derivations)?;
+    let packages = parse_derivations(&derivations).map_err(|e| e.to_string())?;
     let store_dir = PathBuf::from(req.store_dir);
     let shown_out = PathBuf::from(req.var("out").unwrap_or_default());
     let mut warnings = Vec::new();
@@ -79,40 +71,6 @@ pub(super) async fn run(
         log(format!("warning: {w}"));
     }
     Ok(())
-}
-
-/// Parses `derivations`: groups of `ACTIVE PRIORITY N PATH1 ... PATHN`.
-pub(super) fn parse_derivations(text: &str) -> Result<Vec<Package>, String> {
-    let mut words = text.split_whitespace();
-    let mut packages = Vec::new();
-    while let Some(active) = words.next() {
-        let bad = |what: &str| format!("malformed 'derivations' attribute: {what}");
-        let priority = words
-            .next()
-            .ok_or_else(|| bad("a group ends after its 'active' flag"))?;
-        let priority: i64 = priority
-            .parse()
-            .ok()
-            .filter(|p: &i64| i32::try_from(*p).is_ok())
-            .ok_or_else(|| bad(&format!("invalid priority '{priority}'")))?;
-        let count = words
-            .next()
-            .ok_or_else(|| bad("a group ends after its priority"))?;
-        let count: usize = count
-            .parse()
-            .map_err(|_| bad(&format!("invalid number of outputs '{count}'")))?;
-        for _ in 0..count {
-            let path = words
-                .next()
-                .ok_or_else(|| bad("fewer output paths than announced"))?;
-            packages.push(Package {
-                path: path.to_owned(),
-                active: active != "false",
-                priority,
-            });
-        }
-    }
-    Ok(packages)
 }
 
 /// Links `packages` (and what they propagate) into `out`, which exists and stands for
@@ -493,20 +451,6 @@ mod tests {
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
             .display()
             .to_string()
-    }
-
-    #[test]
-    fn parses_groups() {
-        let p = parse_derivations("true 5 2 /s/a-out /s/a-dev\nfalse -3 1 /s/b").unwrap();
-        assert_eq!(p.len(), 3);
-        assert_eq!((p[0].active, p[0].priority), (true, 5));
-        assert_eq!(p[1].path, "/s/a-dev");
-        assert_eq!((p[2].active, p[2].priority), (false, -3));
-        assert!(parse_derivations("").unwrap().is_empty());
-        for bad in ["true", "true x 1 /a", "1 5", "true 5 2 /s/a", "true 5 -1"] {
-            let e = parse_derivations(bad).unwrap_err();
-            assert!(e.starts_with("malformed 'derivations'"), "{bad}: {e}");
-        }
     }
 
     #[test]

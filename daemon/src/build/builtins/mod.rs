@@ -5,7 +5,7 @@
 
 mod buildenv;
 mod fetchurl;
-mod unpack_channel;
+pub(crate) mod unpack_channel;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

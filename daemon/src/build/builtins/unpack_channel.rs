@@ -86,7 +86,7 @@ fn unpack_channel(
 }
 
 /// Unpacks a tarball, compressed or not, into the existing directory `dest`.
-pub(super) fn unpack_tarball(mut input: impl BufRead, dest: &Path) -> Result<(), String> {
+pub(crate) fn unpack_tarball(mut input: impl BufRead, dest: &Path) -> Result<(), String> {
     let magic = input
         .fill_buf()
         .map_err(|e| format!("reading: {e}"))?
