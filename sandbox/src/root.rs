@@ -191,16 +191,44 @@ pub fn remove(dir: &Path) -> Result<(), SandboxError> {
     }
 }
 
+/// Makes every directory beneath `dir` (and `dir`) writable by its owner, through directory
+/// descriptors opened without following symlinks: nothing a builder left can redirect it.
+/// A directory is opened when its turn comes, so the descriptors open at once are those of
+/// its ancestors, not of every directory waiting.
 fn make_dirs_writable(dir: &Path) {
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let _ = fs::set_permissions(&d, fs::Permissions::from_mode(0o700));
-        if let Ok(entries) = fs::read_dir(&d) {
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(entry.path());
+    use std::ffi::CString;
+    use std::os::fd::OwnedFd;
+    use std::rc::Rc;
+
+    use rustix::fs::{Dir, FileType, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let Ok(top) = rustix::fs::open(dir, flags, Mode::empty()) else {
+        return;
+    };
+    let mut opened: Vec<OwnedFd> = vec![top];
+    let mut waiting: Vec<(Rc<OwnedFd>, CString)> = Vec::new();
+    loop {
+        for fd in opened.drain(..) {
+            let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700));
+            let Ok(mut entries) = Dir::read_from(&fd) else {
+                continue;
+            };
+            let fd = Rc::new(fd);
+            while let Some(Ok(entry)) = entries.read() {
+                let name = entry.file_name();
+                if entry.file_type() == FileType::Directory
+                    && name.to_bytes() != b"."
+                    && name.to_bytes() != b".."
+                {
+                    waiting.push((Rc::clone(&fd), name.to_owned()));
                 }
             }
+        }
+        let Some((parent, name)) = waiting.pop() else {
+            break;
+        };
+        if let Ok(child) = rustix::fs::openat(&*parent, name.as_c_str(), flags, Mode::empty()) {
+            opened.push(child);
         }
     }
 }
@@ -321,6 +349,36 @@ fn chown(path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<(), SandboxE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directories_are_made_writable_without_following_symlinks() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("root");
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(root.join("a/b/c")).expect("mkdir");
+        fs::create_dir_all(root.join("wide/1")).expect("mkdir");
+        fs::create_dir_all(root.join("wide/2")).expect("mkdir");
+        fs::create_dir(&outside).expect("mkdir");
+        symlink(&outside, root.join("a/link")).expect("symlink");
+        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        let set = |p: &Path, m: u32| {
+            fs::set_permissions(p, fs::Permissions::from_mode(m)).expect("chmod");
+        };
+        for d in ["a/b/c", "a/b", "a", "wide/1", "wide/2", "wide"] {
+            set(&root.join(d), 0o500);
+        }
+        set(&outside, 0o500);
+        make_dirs_writable(&root);
+        for d in ["", "a", "a/b", "a/b/c", "wide", "wide/1", "wide/2"] {
+            assert_eq!(mode(&root.join(d)), 0o700, "{d}");
+        }
+        assert_eq!(
+            mode(&outside),
+            0o500,
+            "the symlink's target must not change"
+        );
+    }
 
     #[test]
     fn host_paths_parse_as_nix_writes_them() {

@@ -585,7 +585,13 @@ async fn fixed_output_hash(
             let path = actual.to_owned();
             tokio::task::spawn_blocking(move || {
                 let mut hasher = Hasher::new(algo);
-                let mut f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+                // Never through a symlink (checked above; the builder is gone, but a privileged
+                // open follows nothing it did not mean to).
+                let mut f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 let mut buf = vec![0u8; 1 << 16];
                 loop {
                     let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| e.to_string())?;
