@@ -408,12 +408,30 @@ add_tree() {
 # build_trivial RUN JOBS: nix-build of TRIVIAL independent trivial derivations, sandboxed, with
 # max-jobs JOBS, into an empty store.
 build_trivial() {
-    local r=$1 jobs=$2 t w out
+    local r=$1 jobs=$2 t w out perf_pid=
     fact "load_run${r}_${IMPL}_build_j${jobs}" "$(load)"
+    if [ "$jobs" = 1 ] && command -v perf > /dev/null; then
+        # The kernel's fork, exec and exit events time both daemons' sandboxes alike (see
+        # bench/sched-builds.py); cheap enough not to disturb the wall time.
+        perf record -q -e sched:sched_process_fork,sched:sched_process_exec,sched:sched_process_exit \
+            -a -o /nix/sched.data > /dev/null 2>&1 &
+        perf_pid=$!
+        sleep 1
+    fi
     t=$(now_ns)
     out=$(nix34 nix-build /mnt/trivial.nix --no-out-link --max-jobs "$jobs" 2> /nix/build.log) ||
         { tail -n 20 /nix/build.log >&2; die "nix-build of the trivial derivations ($IMPL) failed"; }
     w=$(secs_since "$t")
+    if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid"
+        wait "$perf_pid" || true
+        perf script -F comm,pid,tid,time,event,trace -i /nix/sched.data 2> /dev/null |
+            python3 "$REPO/bench/sched-builds.py" "$DPID" /usr/bin/sh > /nix/sched.txt ||
+            log "   no sandbox times from the scheduler events ($IMPL)"
+        awk -v impl="$IMPL" '$1 == "setup_ms" { print "sched-setup-ms-j1\t" impl "\t" $2 }
+            $1 == "after_ms" { print "sched-after-ms-j1\t" impl "\t" $2 }' /nix/sched.txt >> "$RAW"
+        rm -f /nix/sched.data
+    fi
     row "build-trivial-j$jobs" "$IMPL" "$w"
     row "per-build-ms-j$jobs" "$IMPL" "$(awk -v w="$w" -v n="$TRIVIAL" 'BEGIN { printf "%.1f", w * 1000 / n }')"
     fact "trivial_outputs_$IMPL" "$(echo "$out" | wc -l) paths, sha256 of the list $(echo "$out" | sha256sum | cut -c1-16)"
@@ -470,7 +488,7 @@ reset_nix() { # reset_nix IMPL: an empty /nix for IMPL's next session
 }
 
 export -f $(compgen -A function)
-export CHROOT DAEMON LOADGEN NIX_CONF RSS_SAMPLER RAW FACTS TREES SECTIONS CLIENTS REQUESTS WORK TRIVIAL
+export CHROOT DAEMON LOADGEN NIX_CONF RSS_SAMPLER RAW FACTS TREES SECTIONS CLIENTS REQUESTS WORK TRIVIAL REPO
 
 # ---- machine and inputs -------------------------------------------------------------------------
 mount --bind /proc "$CHROOT/proc"
