@@ -18,6 +18,7 @@
 //! Besides registration ([`StoreDb::register_paths`]) the database answers the queries of the
 //! worker protocol ([`query`]) and keeps realisations of derivation outputs ([`realisation`]).
 
+mod graph;
 mod info_cache;
 pub mod query;
 pub mod realisation;

@@ -194,3 +194,59 @@ pub fn assert_same_transcripts(ours: &str, theirs: &str) {
         );
     }
 }
+
+/// `nix.conf` of the build scenarios: the sandbox on, no build users, the host's `/usr`,
+/// `/lib` and `/lib64` in the sandbox (the builders are its shells), no substituters.
+pub const SANDBOXED_BUILDS_CONFIG: &str = r"sandbox = true\nbuild-users-group =\nextra-sandbox-paths = /usr /lib /lib64\nsubstituters =\nrequire-sigs = false";
+
+/// Runs the build scenario `script` (written as `file`) with `client` as root, first against
+/// the real nix-daemon of its version and then against ours, with `tests-nixpkgs/nix/builds.nix`
+/// in `/mnt/in` and [`SANDBOXED_BUILDS_CONFIG`] plus `config_extra` (`\n`-separated lines).
+/// Returns `(ours, theirs)`, both printed for the test's log, or `None` (after saying why)
+/// when the tools are missing here.
+pub fn builds_against_both(
+    client: Client,
+    file: &str,
+    script: &str,
+    config_extra: &str,
+) -> Option<(String, String)> {
+    let mut tools = vec!["unshare", "nix-build", "nix-daemon"];
+    if client == Client::Nix234 {
+        tools.push("chroot");
+    }
+    if !crate::prerequisites(&tools) || !client_available(client) {
+        return None;
+    }
+    let input = crate::readable_input_dir("pkgchain-builds-e2e-");
+    let nix_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("nix");
+    std::fs::copy(nix_dir.join("builds.nix"), input.path().join("builds.nix")).expect("copy");
+    let config = format!("{SANDBOXED_BUILDS_CONFIG}{config_extra}");
+    Some(against_both(client, input.path(), file, script, &config))
+}
+
+/// Runs `script` (written as `file` into `input`, seen as `/mnt/in`) with `client` as root,
+/// first against the real nix-daemon of its version and then against ours, with `config`.
+/// Returns `(ours, theirs)`, both printed for the test's log.
+pub fn against_both(
+    client: Client,
+    input: &Path,
+    file: &str,
+    script: &str,
+    config: &str,
+) -> (String, String) {
+    let run = |daemon| {
+        transcript(&ScenarioRun {
+            client,
+            daemon,
+            role: Role::Root,
+            input,
+            file,
+            script,
+            config,
+        })
+    };
+    let theirs = run(Daemon::RealNix);
+    let ours = run(Daemon::Ours);
+    eprintln!("--- ours ---\n{ours}\n--- theirs ---\n{theirs}");
+    (ours, theirs)
+}

@@ -5,12 +5,7 @@
 //! The transcripts hold the facts that must agree (output paths, contents, references, exit
 //! codes, the key words of each error, the stored logs) and must be equal.
 
-use std::path::Path;
-
-use pkgchain_tests_nixpkgs::scenario::{
-    Client, Daemon, Role, ScenarioRun, assert_same_transcripts, client_available, transcript,
-};
-use pkgchain_tests_nixpkgs::{prerequisites, readable_input_dir};
+use pkgchain_tests_nixpkgs::scenario::{Client, assert_same_transcripts, builds_against_both};
 
 /// The build scenario. `show` prints a path's contents (file or tree) and references.
 const SCENARIO: &str = r#"
@@ -166,31 +161,9 @@ fi
 "#;
 
 fn compare_remote(client: Client) {
-    let mut tools = vec!["unshare", "nix-build", "nix-daemon"];
-    if client == Client::Nix234 {
-        tools.push("chroot");
-    }
-    if !prerequisites(&tools) || !client_available(client) {
+    let Some((ours, theirs)) = builds_against_both(client, "remote.sh", REMOTE_SCENARIO, "") else {
         return;
-    }
-    let input = readable_input_dir("pkgchain-remote-e2e-");
-    let nix_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("nix");
-    std::fs::copy(nix_dir.join("builds.nix"), input.path().join("builds.nix")).expect("copy");
-    let config = r"sandbox = true\nbuild-users-group =\nextra-sandbox-paths = /usr /lib /lib64\nsubstituters =\nrequire-sigs = false";
-    let run = |daemon| {
-        transcript(&ScenarioRun {
-            client,
-            daemon,
-            role: Role::Root,
-            input: input.path(),
-            file: "remote.sh",
-            script: REMOTE_SCENARIO,
-            config,
-        })
     };
-    let theirs = run(Daemon::RealNix);
-    let ours = run(Daemon::Ours);
-    eprintln!("--- ours ---\n{ours}\n--- theirs ---\n{theirs}");
     assert!(ours.contains("== simple exit 0\n/nix/store/"), "{ours}");
     // Six builds (simple, dependent, multi, fixed, structured, failing), each one
     // `BuildDerivation`.
@@ -217,62 +190,18 @@ fn nix_2_34_remote_builds_match_nix_daemon() {
 }
 
 fn compare(client: Client) {
-    let mut tools = vec!["unshare", "nix-build", "nix-daemon"];
-    if client == Client::Nix234 {
-        tools.push("chroot");
-    }
-    if !prerequisites(&tools) || !client_available(client) {
+    let Some((ours, theirs)) = builds_against_both(client, "builds.sh", SCENARIO, "") else {
         return;
-    }
-    let input = readable_input_dir("pkgchain-builds-e2e-");
-    let nix_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("nix");
-    std::fs::copy(nix_dir.join("builds.nix"), input.path().join("builds.nix")).expect("copy");
-    let config = r"sandbox = true\nbuild-users-group =\nextra-sandbox-paths = /usr /lib /lib64\nsubstituters =\nrequire-sigs = false";
-    let run = |daemon| {
-        transcript(&ScenarioRun {
-            client,
-            daemon,
-            role: Role::Root,
-            input: input.path(),
-            file: "builds.sh",
-            script: SCENARIO,
-            config,
-        })
     };
-    let theirs = run(Daemon::RealNix);
-    let ours = run(Daemon::Ours);
-    eprintln!("--- ours ---\n{ours}\n--- theirs ---\n{theirs}");
     assert!(ours.contains("== simple exit 0\n/nix/store/"), "{ours}");
     assert!(ours.contains("failing exit 1"), "{ours}");
     assert_same_transcripts(&ours, &theirs);
 }
 
 fn compare_repair(client: Client) {
-    let mut tools = vec!["unshare", "nix-build", "nix-daemon"];
-    if client == Client::Nix234 {
-        tools.push("chroot");
-    }
-    if !prerequisites(&tools) || !client_available(client) {
+    let Some((ours, theirs)) = builds_against_both(client, "repair.sh", REPAIR_SCENARIO, "") else {
         return;
-    }
-    let input = readable_input_dir("pkgchain-repair-e2e-");
-    let nix_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("nix");
-    std::fs::copy(nix_dir.join("builds.nix"), input.path().join("builds.nix")).expect("copy");
-    let config = r"sandbox = true\nbuild-users-group =\nextra-sandbox-paths = /usr /lib /lib64\nsubstituters =\nrequire-sigs = false";
-    let run = |daemon| {
-        transcript(&ScenarioRun {
-            client,
-            daemon,
-            role: Role::Root,
-            input: input.path(),
-            file: "repair.sh",
-            script: REPAIR_SCENARIO,
-            config,
-        })
     };
-    let theirs = run(Daemon::RealNix);
-    let ours = run(Daemon::Ours);
-    eprintln!("--- ours ---\n{ours}\n--- theirs ---\n{theirs}");
     assert!(ours.contains("top: top42 of /nix/store/"), "{ours}");
     assert!(ours.contains("leaf: repair42leaf"), "{ours}");
     assert!(!ours.contains("no block holds"), "{ours}");

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 
 use pkgchain_tests_nixpkgs::scenario::{
-    Client, Daemon, Role, ScenarioRun, assert_same_transcripts, client_available, transcript,
+    Client, against_both, assert_same_transcripts, client_available,
 };
 use pkgchain_tests_nixpkgs::{HttpServer, prerequisites, readable_input_dir};
 use sha2::Digest;
@@ -177,21 +177,8 @@ fn compare(client: Client) {
     );
 
     let config = r"sandbox = true\nbuild-users-group =\nsubstituters =\nrequire-sigs = false";
-    let run = |daemon| {
-        transcript(&ScenarioRun {
-            client,
-            daemon,
-            role: Role::Root,
-            input: input.path(),
-            file: "builtins.sh",
-            script: SCENARIO,
-            config,
-        })
-    };
-    let theirs = run(Daemon::RealNix);
-    let ours = run(Daemon::Ours);
+    let (ours, theirs) = against_both(client, input.path(), "builtins.sh", SCENARIO, config);
     drop(server);
-    eprintln!("--- ours ---\n{ours}\n--- theirs ---\n{theirs}");
     assert!(ours.contains("== fetched exit 0\n/nix/store/"), "{ours}");
     assert!(ours.contains("== install b exit 0"), "{ours}");
     assert_same_transcripts(&ours, &theirs);

@@ -8,6 +8,7 @@
 
 mod building;
 mod connection;
+mod gc;
 mod ops;
 mod records;
 mod settings;

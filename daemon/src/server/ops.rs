@@ -71,7 +71,7 @@ pub(super) fn failed(message: impl Into<String>) -> OpError {
 }
 
 /// The error for an operation that comes with a later part of the daemon.
-fn not_yet(op: &str, comes_with: &str) -> OpError {
+pub(super) fn not_yet(op: &str, comes_with: &str) -> OpError {
     failed(format!(
         "operation '{op}' is not supported by this daemon yet (it comes with {comes_with})"
     ))
@@ -337,9 +337,7 @@ impl Conn {
             Request::BuildDerivation(req) => {
                 Reply::BuildDerivation(self.build_derivation(req).await?)
             }
-            Request::CollectGarbage(_) => {
-                return Err(not_yet("CollectGarbage", "garbage collection, issue 5"));
-            }
+            Request::CollectGarbage(req) => Reply::CollectGarbage(self.collect_garbage(req).await?),
             Request::AddBuildLog(req) => {
                 // Consumed whole in any case, so the connection stays in step.
                 let trusted = self.trust == Trust::Trusted;

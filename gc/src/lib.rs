@@ -1,0 +1,265 @@
+//! The garbage collector's decisions, without I/O: the reference graph of every valid path,
+//! loaded once (by the store's database), and which paths are live.
+//!
+//! Nix decides liveness path by path, asking its database for referrers each time (one query
+//! per path: minutes on a large store). Here the whole graph is in memory and liveness is one
+//! iterative walk from the roots, linear in paths plus references.
+//!
+//! The rules are Nix's (`LocalStore::collectGarbage`), said forwards:
+//!
+//! * every root that is a valid path is live;
+//! * whatever a live path refers to is live;
+//! * with `keep-derivations` (Nix's default, on), the deriver of a live path is live, when it
+//!   is valid and lists that path among its outputs;
+//! * with `keep-outputs` (default off), the valid outputs of a live derivation are live.
+//!
+//! Every other valid path is dead.
+
+use std::collections::HashMap;
+
+use pkgchain_store_model::store_path::StorePath;
+
+/// Every valid path with its references, recorded deriver and (for a derivation) outputs, by
+/// index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReferenceGraph {
+    paths: Vec<StorePath>,
+    index: HashMap<StorePath, u32>,
+    references: Vec<Vec<u32>>,
+    deriver: Vec<Option<u32>>,
+    outputs: Vec<Vec<u32>>,
+}
+
+/// Paths beyond what an index can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphFull;
+
+impl ReferenceGraph {
+    /// An empty graph.
+    pub fn new() -> ReferenceGraph {
+        ReferenceGraph::default()
+    }
+
+    /// Adds a valid path (once; adding it again returns its index).
+    pub fn add_path(&mut self, path: StorePath) -> Result<u32, GraphFull> {
+        if let Some(&i) = self.index.get(&path) {
+            return Ok(i);
+        }
+        let i = u32::try_from(self.paths.len()).map_err(|_| GraphFull)?;
+        self.index.insert(path.clone(), i);
+        self.paths.push(path);
+        self.references.push(Vec::new());
+        self.deriver.push(None);
+        self.outputs.push(Vec::new());
+        Ok(i)
+    }
+
+    /// Records that `referrer` refers to `reference` (both added before).
+    pub fn add_reference(&mut self, referrer: u32, reference: u32) {
+        if let Some(refs) = self.references.get_mut(referrer as usize)
+            && (reference as usize) < self.paths.len()
+        {
+            refs.push(reference);
+        }
+    }
+
+    /// Records `drv` as the deriver of `output` (both added before).
+    pub fn set_deriver(&mut self, output: u32, drv: u32) {
+        if let Some(d) = self.deriver.get_mut(output as usize)
+            && (drv as usize) < self.paths.len()
+        {
+            *d = Some(drv);
+        }
+    }
+
+    /// Records `output` as an output of the derivation `drv` (both added before).
+    pub fn add_output(&mut self, drv: u32, output: u32) {
+        if let Some(outs) = self.outputs.get_mut(drv as usize)
+            && (output as usize) < self.paths.len()
+        {
+            outs.push(output);
+        }
+    }
+
+    /// The index of a valid path.
+    pub fn index_of(&self, path: &StorePath) -> Option<u32> {
+        self.index.get(path).copied()
+    }
+
+    /// The path at `index`.
+    pub fn path(&self, index: u32) -> Option<&StorePath> {
+        self.paths.get(index as usize)
+    }
+
+    /// How many valid paths there are.
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+}
+
+/// Nix's settings that keep more than the closure of the roots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    /// `keep-derivations`: the derivers of live paths.
+    pub derivations: bool,
+    /// `keep-outputs`: the outputs of live derivations.
+    pub outputs: bool,
+}
+
+impl Default for Keep {
+    /// Nix's defaults: derivations kept, outputs not.
+    fn default() -> Keep {
+        Keep {
+            derivations: true,
+            outputs: false,
+        }
+    }
+}
+
+/// Which paths are live (by index) given `roots`; roots that are not valid paths are ignored.
+pub fn live(graph: &ReferenceGraph, roots: &[StorePath], keep: Keep) -> Vec<bool> {
+    let mut live = vec![false; graph.paths.len()];
+    let mut queue: Vec<u32> = Vec::new();
+    let visit = |i: u32, live: &mut Vec<bool>, queue: &mut Vec<u32>| {
+        if let Some(l) = live.get_mut(i as usize)
+            && !*l
+        {
+            *l = true;
+            queue.push(i);
+        }
+    };
+    for root in roots {
+        if let Some(i) = graph.index_of(root) {
+            visit(i, &mut live, &mut queue);
+        }
+    }
+    while let Some(i) = queue.pop() {
+        let at = i as usize;
+        for &r in &graph.references[at] {
+            visit(r, &mut live, &mut queue);
+        }
+        if keep.derivations
+            && let Some(d) = graph.deriver[at]
+            && graph.outputs[d as usize].contains(&i)
+        {
+            visit(d, &mut live, &mut queue);
+        }
+        if keep.outputs {
+            for &o in &graph.outputs[at] {
+                visit(o, &mut live, &mut queue);
+            }
+        }
+    }
+    live
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store path whose hash part is `i` in decimal, zero-padded (valid nix32).
+    fn p(i: usize, name: &str) -> StorePath {
+        StorePath::from_base_name(&format!("{i:0>32}-{name}")).expect("store path")
+    }
+
+    /// lib <- app (refers to lib); app.drv makes app; tool.drv makes tool; junk unrelated.
+    fn graph() -> ReferenceGraph {
+        let mut g = ReferenceGraph::new();
+        let names = [
+            "lib", "app", "app.drv", "src", "tool", "tool.drv", "junk", "self",
+        ];
+        let ix: Vec<u32> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| g.add_path(p(i, n)).expect("room"))
+            .collect();
+        g.add_reference(ix[1], ix[0]);
+        g.add_reference(ix[2], ix[3]);
+        g.set_deriver(ix[1], ix[2]);
+        g.add_output(ix[2], ix[1]);
+        g.set_deriver(ix[4], ix[5]);
+        g.add_output(ix[5], ix[4]);
+        g.add_reference(ix[7], ix[7]);
+        g
+    }
+
+    fn names(g: &ReferenceGraph, live: &[bool], want: bool) -> Vec<String> {
+        let mut out: Vec<String> = live
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| **l == want)
+            .filter_map(|(i, _)| g.path(i as u32))
+            .map(|p| p.name().to_owned())
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_closure_of_the_roots_with_their_derivations_is_live() {
+        let g = graph();
+        let app = g.path(1).cloned().expect("app");
+        let live = live(&g, &[app, p(99, "not-valid")], Keep::default());
+        assert_eq!(names(&g, &live, true), ["app", "app.drv", "lib", "src"]);
+        assert_eq!(
+            names(&g, &live, false),
+            ["junk", "self", "tool", "tool.drv"]
+        );
+    }
+
+    #[test]
+    fn keep_settings_change_what_a_root_keeps() {
+        let g = graph();
+        let app = g.path(1).cloned().expect("app");
+        let tool_drv = g.path(5).cloned().expect("tool.drv");
+        let none = Keep {
+            derivations: false,
+            outputs: false,
+        };
+        assert_eq!(names(&g, &live(&g, &[app], none), true), ["app", "lib"]);
+        let outputs = Keep {
+            derivations: false,
+            outputs: true,
+        };
+        assert_eq!(
+            names(
+                &g,
+                &live(&g, std::slice::from_ref(&tool_drv), outputs),
+                true
+            ),
+            ["tool", "tool.drv"]
+        );
+        assert_eq!(names(&g, &live(&g, &[tool_drv], none), true), ["tool.drv"]);
+    }
+
+    #[test]
+    fn a_deriver_that_does_not_list_the_path_is_not_kept() {
+        let mut g = graph();
+        // junk claims tool.drv as its deriver, which does not list it.
+        g.set_deriver(6, 5);
+        let junk = g.path(6).cloned().expect("junk");
+        assert_eq!(
+            names(&g, &live(&g, &[junk], Keep::default()), true),
+            ["junk"]
+        );
+    }
+
+    #[test]
+    fn a_long_chain_is_walked_without_recursion() {
+        let mut g = ReferenceGraph::new();
+        let n = 200_000u32;
+        for i in 0..n {
+            g.add_path(p(i as usize, "p")).expect("room");
+        }
+        for i in 1..n {
+            g.add_reference(i - 1, i);
+        }
+        let first = g.path(0).cloned().expect("first");
+        assert!(live(&g, &[first], Keep::default()).iter().all(|l| *l));
+    }
+}
