@@ -4,7 +4,8 @@
 use std::future::Future;
 use std::process::ExitCode;
 
-/// Logs to stderr at a level chosen by `-v` flags above `quiet_level` (`RUST_LOG` overrides).
+/// Logs to stderr at a level chosen by `-v` flags above `quiet_level` (`RUST_LOG` overrides),
+/// coloured when stderr is a terminal.
 pub fn init_logging(verbose: u8, quiet_level: &str) {
     let default = match verbose {
         0 => quiet_level,
@@ -14,9 +15,12 @@ pub fn init_logging(verbose: u8, quiet_level: &str) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only for a terminal: a log file or journal gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 
