@@ -2,6 +2,8 @@
 //! reference graph read once ([`pkgchain_gc`]). Deleting (the other two actions) comes with
 //! the collector of blocks (issue 5) and is refused with an error naming it until then.
 
+use std::collections::BTreeSet;
+
 use pkgchain_gc::Keep;
 use pkgchain_protocol::reply::GcResults;
 use pkgchain_protocol::request::gc::{CollectGarbage, GcAction};
@@ -30,6 +32,16 @@ impl Conn {
                 return Err(not_yet("CollectGarbage", "garbage collection, issue 5"));
             }
         };
+        // A misspelt setting is an error, not a default: it decides what survives.
+        let config = &self.state.config;
+        let keep = Keep {
+            derivations: config
+                .bool("keep-derivations", true)
+                .map_err(|e| failed(e.to_string()))?,
+            outputs: config
+                .bool("keep-outputs", false)
+                .map_err(|e| failed(e.to_string()))?,
+        };
         self.log_line("finding garbage collector roots...").await?;
         let layout = self.state.roots.clone();
         let roots =
@@ -45,33 +57,23 @@ impl Conn {
             .reference_graph()
             .await
             .map_err(|e| failed(format!("reading the reference graph: {e}")))?;
-        let setting = |name: &str, default: bool| match self.state.config.get(name) {
-            Some(v) if v.trim() == "true" => true,
-            Some(v) if v.trim() == "false" => false,
-            _ => default,
-        };
-        let keep = Keep {
-            derivations: setting("keep-derivations", true),
-            outputs: setting("keep-outputs", false),
-        };
         let roots: Vec<_> = roots.into_keys().collect();
-        let live = tokio::task::spawn_blocking(move || {
+        let dir = self.state.store.store_dir().clone();
+        let (valid, paths) = tokio::task::spawn_blocking(move || {
             let live = pkgchain_gc::live(&graph, &roots, keep);
-            (graph, live)
+            let paths: BTreeSet<String> = live
+                .iter()
+                .zip(0u32..)
+                .filter(|(l, _)| **l == want_live)
+                .filter_map(|(_, i)| graph.path(i))
+                .map(|p| dir.display(p))
+                .collect();
+            (graph.len(), paths)
         })
         .await
         .map_err(|e| failed(format!("internal error: {e}")))?;
-        let (graph, live) = live;
-        let dir = self.state.store.store_dir().clone();
-        let paths: std::collections::BTreeSet<String> = live
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| **l == want_live)
-            .filter_map(|(i, _)| graph.path(u32::try_from(i).ok()?))
-            .map(|p| dir.display(p))
-            .collect();
         info!(
-            valid = graph.len(),
+            valid,
             returned = paths.len(),
             live = want_live,
             "live and dead paths decided"

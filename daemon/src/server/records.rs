@@ -289,9 +289,10 @@ const SMALL_LOG: usize = 90 * 1024;
 /// when the end marker (an empty chunk) comes; without it the file is removed. A log already
 /// at `target` is kept (`AddBuildLog`, Nix keeps the first) unless `replace` (a new build).
 ///
-/// The log is not synced before the rename (nor is it by Nix): a crash may lose the logs of
-/// the last seconds, but never leaves a partial one under its name. Syncing cost a disk flush
-/// per build.
+/// The log is not synced before the rename (nor is it by Nix), which saves a disk flush per
+/// build: a crash in the seconds after may leave that build's log empty or cut short under its
+/// name (`nix log` then says it cannot decompress it). Logs are no store paths: nothing
+/// registered depends on them.
 pub(crate) fn write_log(
     dir: &Path,
     target: &Path,
