@@ -13,6 +13,7 @@
 
 pub mod fuse;
 pub mod materialise;
+pub mod orphan_unmount;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -132,6 +133,8 @@ pub struct FuseMounts {
     sessions: Vec<(PathBuf, fuser::BackgroundSession)>,
     stop: Arc<AtomicBool>,
     watchers: Vec<std::thread::JoinHandle<()>>,
+    /// The process that detaches the views if this one dies without unmounting them.
+    orphan_unmounter: Option<std::process::Child>,
 }
 
 impl FuseMounts {
@@ -149,6 +152,11 @@ impl FuseMounts {
         self.stop.store(true, Ordering::Relaxed);
         for w in self.watchers {
             let _ = w.join();
+        }
+        if let Some(mut unmounter) = self.orphan_unmounter {
+            // The views are unmounted here: its work is not needed.
+            let _ = unmounter.kill();
+            let _ = unmounter.wait();
         }
         for (path, session) in self.sessions {
             if let Err(e) = detach(&path) {
@@ -230,7 +238,12 @@ pub fn mount_fuse(
         sessions: Vec::new(),
         stop: Arc::new(AtomicBool::new(false)),
         watchers: Vec::new(),
+        orphan_unmounter: None,
     };
+    // Root detaches the views itself if this process dies (see `orphan_unmount` for why not
+    // fusermount3's auto_unmount); anyone else mounts through fusermount3 and relies on it.
+    let as_root = rustix::process::geteuid().is_root();
+    let mut watched = Vec::new();
     let targets = std::iter::once((store_dir, RootKind::StorePaths))
         .chain(ipfs_store_dir.map(|d| (d, RootKind::Cids)));
     for (dir, kind) in targets {
@@ -248,7 +261,9 @@ pub fn mount_fuse(
             MountOption::NoAtime,
             MountOption::DefaultPermissions,
         ];
-        if find_fusermount().is_some() {
+        if as_root {
+            // Watched below.
+        } else if find_fusermount().is_some() {
             // fusermount3 watches the session and unmounts when this process dies, even by
             // SIGKILL, so a crash never leaves a stale mount.
             config.mount_options.push(MountOption::AutoUnmount);
@@ -271,6 +286,18 @@ pub fn mount_fuse(
             source,
         })?;
         info!(mount = %dir.display(), ?kind, "FUSE view mounted");
+        if as_root {
+            let device = rustix::fs::stat(dir)
+                .map_err(|e| ViewError::Mount {
+                    path: dir.to_owned(),
+                    source: e.into(),
+                })?
+                .st_dev;
+            watched.push(orphan_unmount::WatchedMount {
+                path: dir.to_owned(),
+                device,
+            });
+        }
         if kind == RootKind::StorePaths {
             let notifier = session.notifier();
             let (store, rt, stop) = (store.clone(), rt.clone(), mounts.stop.clone());
@@ -285,6 +312,15 @@ pub fn mount_fuse(
             );
         }
         mounts.sessions.push((dir.to_owned(), session));
+    }
+    if !watched.is_empty() {
+        match orphan_unmount::spawn(&watched) {
+            Ok(child) => mounts.orphan_unmounter = Some(child),
+            Err(e) => warn!(
+                error = %e,
+                "cannot start the unmount watcher: a crash of this process leaves the views mounted"
+            ),
+        }
     }
     Ok(mounts)
 }

@@ -458,8 +458,8 @@ for i in $(seq 1 100); do grep -q ' /nix/store fuse' /proc/mounts && break; slee
 grep -q ' /nix/store fuse' /proc/mounts
 kill -{signal} $pid
 wait $pid || true
-# Each mount (/nix/store and /ipfs/store) has its own fusermount3 watcher, and they unmount
-# independently after a SIGKILL: wait (bounded) until neither is left.
+# After a SIGKILL the unmount watcher detaches both views (/nix/store and /ipfs/store) once
+# the process is gone: wait (bounded) until neither is left.
 for i in $(seq 1 100); do grep -q ' fuse.pkgchain ' /proc/mounts || break; sleep 0.1; done
 if grep -q ' fuse.pkgchain ' /proc/mounts; then echo STALE; grep pkgchain /proc/mounts; else echo CLEAN; fi
 "#

@@ -63,6 +63,10 @@ fn main() -> ExitCode {
     if let Some(code) = pkgchain_sandbox::stages::run_stage_if_requested() {
         return code;
     }
+    // So is the FUSE views' unmount watcher.
+    if let Some(code) = pkgchain_store_view::orphan_unmount::run_if_requested() {
+        return code;
+    }
     pkgchain_daemon::memory::fix_allocator_thresholds();
     let cli = Cli::parse();
     if cli.version {

@@ -137,6 +137,10 @@ fn locations(flags: &DirFlags) -> Locations {
 }
 
 fn main() -> ExitCode {
+    // `store mount` re-executes this program as its FUSE views' unmount watcher.
+    if let Some(code) = pkgchain_store_view::orphan_unmount::run_if_requested() {
+        return code;
+    }
     let cli = Cli::parse();
     process::init_logging(cli.verbose, "warn");
     process::run_main(run(cli))
