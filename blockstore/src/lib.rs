@@ -25,8 +25,13 @@
 //! registered on such blocks (see `pkgchain-store`). One process at a time may write a store
 //! in deferred mode.
 //!
+//! Blocks an add relies on are pinned for the collector before it looks for them on disk, and
+//! the collector moves blocks aside before it deletes them: see [`pins`].
+//!
 //! Every read through [`BlockStore::read`] or [`BlockStore::open_verified`] is checked against
 //! the CID; a mismatch is [`BlockError::Corrupt`], never data.
+
+pub mod pins;
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -35,8 +40,8 @@ use std::io::{self, Read, Seek, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use pkgchain_dag::Cid;
@@ -51,6 +56,8 @@ const BATCH_MAX_BLOCKS: usize = 8192;
 const BATCH_MAX_BYTES: u64 = 512 * 1024 * 1024;
 /// Name of the staging directory under the root.
 const STAGING_DIR: &str = ".tmp";
+/// Name of the directory under the root where the collector moves blocks before deleting them.
+const TRASH_DIR: &str = ".trash";
 /// Name of the marker that says named blocks may not be durable yet (deferred durability).
 const UNSYNCED_MARKER: &str = ".unsynced";
 
@@ -109,6 +116,14 @@ pub enum BlockError {
         /// The error.
         source: io::Error,
     },
+    /// A temp-pins file holds something other than CIDs.
+    #[error("malformed temp pins file {path}: {reason}")]
+    BadPins {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl BlockError {
@@ -159,9 +174,19 @@ pub struct BlockStore {
     /// and shared by all batches: one directory per batch cost a `mkdir` and a `rmdir` per
     /// add, and ext4's inode allocator slowed down on the churn (measured).
     process_staging: std::sync::OnceLock<(PathBuf, OwnedFd)>,
+    /// `<root>/../pins`: pins, temp pins and the collector's lock.
+    pins_dir: PathBuf,
+    /// This process's temp pins.
+    temp_pins: Arc<pins::TempPins>,
 }
 
 static BATCH_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The pins directory of a block store rooted at `root`: `pins` beside it (`/ipfs/pins` for
+/// `/ipfs/blocks`).
+pub fn pins_dir_of(root: &Path) -> PathBuf {
+    root.parent().unwrap_or(root).join("pins")
+}
 
 /// The shard directory and file name of a block, relative to the root.
 pub fn relative_path(cid: &Cid) -> String {
@@ -201,6 +226,8 @@ impl BlockStore {
                 linking: 0,
             }),
             process_staging: std::sync::OnceLock::new(),
+            pins_dir: pins_dir_of(root),
+            temp_pins: Arc::new(pins::TempPins::new(&pins_dir_of(root))),
         };
         store.remove_dead_staging();
         store.make_shards()?;
@@ -461,6 +488,132 @@ impl BlockStore {
         }
     }
 
+    /// The pins directory (`pins` beside the root): pins, temp pins, the collector's lock.
+    pub fn pins_dir(&self) -> &Path {
+        &self.pins_dir
+    }
+
+    fn trash_name(cid: &Cid) -> String {
+        format!("{TRASH_DIR}/{cid}")
+    }
+
+    /// Moves a block into the trash, the collector's first step in deleting it (see [`pins`]).
+    /// Returns its size, or `None` if it was not there.
+    pub fn trash(&self, cid: &Cid) -> Result<Option<u64>, BlockError> {
+        let rel = relative_path(cid);
+        let size = match rustix::fs::statat(&self.root_fd, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+        {
+            Ok(st) => st.st_size as u64,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(BlockError::io("looking up", self.path_of(cid), e)),
+        };
+        let mut moved = rustix::fs::renameat(
+            &self.root_fd,
+            rel.as_str(),
+            &self.root_fd,
+            Self::trash_name(cid).as_str(),
+        );
+        if moved == Err(rustix::io::Errno::NOENT) {
+            match rustix::fs::mkdirat(&self.root_fd, TRASH_DIR, Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(BlockError::io("creating", self.root.join(TRASH_DIR), e)),
+            }
+            moved = rustix::fs::renameat(
+                &self.root_fd,
+                rel.as_str(),
+                &self.root_fd,
+                Self::trash_name(cid).as_str(),
+            );
+        }
+        match moved {
+            Ok(()) => Ok(Some(size)),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(BlockError::io("moving to the trash", self.path_of(cid), e)),
+        }
+    }
+
+    /// Moves a block back from the trash (something came to rely on it meanwhile). If an add
+    /// wrote the block again meanwhile, the two files have the same bytes.
+    pub fn untrash(&self, cid: &Cid) -> Result<(), BlockError> {
+        let rel = relative_path(cid);
+        let mut moved = rustix::fs::renameat(
+            &self.root_fd,
+            Self::trash_name(cid).as_str(),
+            &self.root_fd,
+            rel.as_str(),
+        );
+        if moved == Err(rustix::io::Errno::NOENT)
+            && rustix::fs::statat(
+                &self.root_fd,
+                Self::trash_name(cid).as_str(),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .is_ok()
+        {
+            self.make_shard(&rel[..2])?;
+            moved = rustix::fs::renameat(
+                &self.root_fd,
+                Self::trash_name(cid).as_str(),
+                &self.root_fd,
+                rel.as_str(),
+            );
+        }
+        match moved {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(BlockError::io(
+                "moving back from the trash",
+                self.path_of(cid),
+                e,
+            )),
+        }
+    }
+
+    /// Deletes a block in the trash for good.
+    pub fn purge(&self, cid: &Cid) -> Result<(), BlockError> {
+        match rustix::fs::unlinkat(
+            &self.root_fd,
+            Self::trash_name(cid).as_str(),
+            AtFlags::empty(),
+        ) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(BlockError::io(
+                "removing",
+                self.root.join(Self::trash_name(cid)),
+                e,
+            )),
+        }
+    }
+
+    /// Moves every block in the trash back: a collector that died between moving blocks aside
+    /// and checking them again may have left blocks an add relies on. Returns how many.
+    pub fn restore_trash(&self) -> Result<usize, BlockError> {
+        let dir = self.root.join(TRASH_DIR);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(BlockError::io("listing", &dir, e)),
+        };
+        let mut restored = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| BlockError::io("listing", &dir, e))?;
+            match entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Cid>().ok())
+            {
+                Some(cid) => {
+                    self.untrash(&cid)?;
+                    restored += 1;
+                }
+                None => {
+                    warn!(path = %entry.path().display(), "not a block file; removing it from the trash");
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(restored)
+    }
+
     /// Calls `f` for every block file with its size. Files whose names are not CIDs are skipped
     /// with a warning.
     pub fn for_each_block(
@@ -555,6 +708,7 @@ impl BlockStore {
             replace_corrupt: false,
             written_blocks: 0,
             written_bytes: 0,
+            lease: self.temp_pins.lease(),
         })
     }
 
@@ -616,9 +770,17 @@ pub struct WriteBatch<'s> {
     replace_corrupt: bool,
     written_blocks: u64,
     written_bytes: u64,
+    /// Pins every block put, for as long as the batch or a lease taken from it lives.
+    lease: pins::PinLease,
 }
 
 impl WriteBatch<'_> {
+    /// A lease on the pins of every block this batch was given: hold it until the paths made
+    /// of them are registered.
+    pub fn lease(&self) -> pins::PinLease {
+        self.lease.clone()
+    }
+
     /// From now on, a block already on disk is read and checked against its CID, and written
     /// again if it is corrupt (what repairing a path needs: otherwise a block on disk is
     /// trusted, whatever it holds).
@@ -634,6 +796,8 @@ impl WriteBatch<'_> {
         if self.seen.contains(cid) {
             return Ok(false);
         }
+        // Pinned before it is looked for: see `pins`.
+        self.lease.pin(cid)?;
         if self.store.contains(cid)? {
             if !self.replace_corrupt || self.store.check(cid)? == BlockState::Ok {
                 self.relies_on_existing = true;
@@ -876,6 +1040,62 @@ mod tests {
     use pkgchain_dag::Codec;
 
     use super::*;
+
+    #[test]
+    fn trash_moves_aside_restores_and_purges() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open(&dir.path().join("blocks")).expect("open");
+        let data = b"a block the collector looks at";
+        let cid = Cid::of(Codec::Raw, data);
+        let mut batch = store.batch().expect("batch");
+        batch.put(&cid, data).expect("put");
+        batch.commit().expect("commit");
+        drop(batch);
+        assert_eq!(store.trash(&cid).expect("trash"), Some(data.len() as u64));
+        assert!(!store.contains(&cid).expect("contains"));
+        assert_eq!(store.trash(&cid).expect("trash again"), None);
+        store.untrash(&cid).expect("untrash");
+        assert_eq!(store.read(&cid).expect("read"), data);
+        // A collector that died with blocks in the trash: they all come back.
+        store.trash(&cid).expect("trash");
+        assert_eq!(store.restore_trash().expect("restore"), 1);
+        assert!(store.contains(&cid).expect("contains"));
+        store.trash(&cid).expect("trash");
+        store.purge(&cid).expect("purge");
+        assert_eq!(store.restore_trash().expect("restore"), 0);
+        assert!(!store.contains(&cid).expect("contains"));
+    }
+
+    #[test]
+    fn a_batch_pins_what_it_puts_while_it_or_its_lease_lives() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open(&dir.path().join("blocks")).expect("open");
+        let (old, new) = (b"already on disk".as_slice(), b"written now".as_slice());
+        let (old_cid, new_cid) = (Cid::of(Codec::Raw, old), Cid::of(Codec::Raw, new));
+        let mut first = store.batch().expect("batch");
+        first.put(&old_cid, old).expect("put");
+        first.commit().expect("commit");
+        drop(first);
+        assert!(
+            pins::read_temp_pins(store.pins_dir())
+                .expect("pins")
+                .is_empty()
+        );
+        let mut batch = store.batch().expect("batch");
+        assert!(!batch.put(&old_cid, old).expect("put"));
+        assert!(batch.put(&new_cid, new).expect("put"));
+        batch.commit().expect("commit");
+        let lease = batch.lease();
+        drop(batch);
+        let pinned = pins::read_temp_pins(store.pins_dir()).expect("pins");
+        assert_eq!(pinned, HashSet::from([old_cid, new_cid]));
+        drop(lease);
+        assert!(
+            pins::read_temp_pins(store.pins_dir())
+                .expect("pins")
+                .is_empty()
+        );
+    }
 
     #[test]
     fn write_read_and_dedup() {

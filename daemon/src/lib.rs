@@ -9,6 +9,7 @@ pub mod auth;
 pub mod build;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gc_socket;
 pub mod listener;
 pub mod locations;
 pub mod memory;

@@ -18,6 +18,7 @@
 
 mod find;
 mod links;
+pub mod pins;
 mod temp;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -123,6 +123,15 @@ impl Default for Keep {
 
 /// Which paths are live (by index) given `roots`; roots that are not valid paths are ignored.
 pub fn live(graph: &ReferenceGraph, roots: &[StorePath], keep: Keep) -> Vec<bool> {
+    live_from(graph, roots.iter().filter_map(|r| graph.index_of(r)), keep)
+}
+
+/// Which paths are live (by index) given the roots `starts` (indices).
+pub fn live_from(
+    graph: &ReferenceGraph,
+    starts: impl IntoIterator<Item = u32>,
+    keep: Keep,
+) -> Vec<bool> {
     let mut live = vec![false; graph.paths.len()];
     let mut queue: Vec<u32> = Vec::new();
     let visit = |i: u32, live: &mut Vec<bool>, queue: &mut Vec<u32>| {
@@ -133,29 +142,119 @@ pub fn live(graph: &ReferenceGraph, roots: &[StorePath], keep: Keep) -> Vec<bool
             queue.push(i);
         }
     };
-    for root in roots {
-        if let Some(i) = graph.index_of(root) {
-            visit(i, &mut live, &mut queue);
-        }
+    for i in starts {
+        visit(i, &mut live, &mut queue);
     }
     while let Some(i) = queue.pop() {
-        let at = i as usize;
-        for &r in &graph.references[at] {
-            visit(r, &mut live, &mut queue);
-        }
-        if keep.derivations
-            && let Some(d) = graph.deriver[at]
-            && graph.outputs[d as usize].contains(&i)
-        {
-            visit(d, &mut live, &mut queue);
-        }
-        if keep.outputs {
-            for &o in &graph.outputs[at] {
-                visit(o, &mut live, &mut queue);
-            }
+        for next in graph.keeps(i, keep) {
+            visit(next, &mut live, &mut queue);
         }
     }
     live
+}
+
+impl ReferenceGraph {
+    /// The paths that a live `i` keeps alive: its references, and per `keep` its deriver (when
+    /// that lists it) or its outputs.
+    fn keeps(&self, i: u32, keep: Keep) -> impl Iterator<Item = u32> + '_ {
+        let at = i as usize;
+        let deriver =
+            self.deriver[at].filter(|&d| keep.derivations && self.outputs[d as usize].contains(&i));
+        let outputs: &[u32] = if keep.outputs { &self.outputs[at] } else { &[] };
+        self.references[at]
+            .iter()
+            .copied()
+            .chain(deriver)
+            .chain(outputs.iter().copied())
+    }
+}
+
+/// The paths that keep any of `starts` alive, directly or not (what Nix visits from a path it
+/// is asked to delete: its referrers and, per `keep`, the outputs of a derivation or the
+/// derivers of an output), `starts` included.
+pub fn keepers_of(
+    graph: &ReferenceGraph,
+    starts: impl IntoIterator<Item = u32>,
+    keep: Keep,
+) -> Vec<bool> {
+    // The reverse of `keeps`, as one flat adjacency list.
+    let n = graph.paths.len();
+    let mut counts = vec![0u32; n + 1];
+    for i in 0..n as u32 {
+        for k in graph.keeps(i, keep) {
+            counts[k as usize + 1] += 1;
+        }
+    }
+    for i in 0..n {
+        counts[i + 1] += counts[i];
+    }
+    let mut fill = counts.clone();
+    let mut keepers = vec![0u32; counts[n] as usize];
+    for i in 0..n as u32 {
+        for k in graph.keeps(i, keep) {
+            let slot = &mut fill[k as usize];
+            keepers[*slot as usize] = i;
+            *slot += 1;
+        }
+    }
+    let mut seen = vec![false; n];
+    let mut queue: Vec<u32> = Vec::new();
+    for s in starts {
+        if let Some(v) = seen.get_mut(s as usize)
+            && !*v
+        {
+            *v = true;
+            queue.push(s);
+        }
+    }
+    while let Some(i) = queue.pop() {
+        let range = counts[i as usize] as usize..counts[i as usize + 1] as usize;
+        for &k in &keepers[range] {
+            if !seen[k as usize] {
+                seen[k as usize] = true;
+                queue.push(k);
+            }
+        }
+    }
+    seen
+}
+
+/// The paths marked in `doomed`, ordered so that each comes before every path it refers to
+/// (a path is deleted before what it refers to, as the database's references require). Paths
+/// in a reference cycle (which a store should never hold, self-references apart) come last,
+/// in index order; deleting them fails on the references and keeps them.
+pub fn deletion_order(graph: &ReferenceGraph, doomed: &[bool]) -> Vec<u32> {
+    let is_doomed = |i: u32| doomed.get(i as usize).copied().unwrap_or(false);
+    let n = graph.paths.len();
+    // Doomed referrers not yet ordered, per doomed path.
+    let mut waiting = vec![0u32; n];
+    for i in (0..n as u32).filter(|&i| is_doomed(i)) {
+        for &r in &graph.references[i as usize] {
+            if r != i && is_doomed(r) {
+                waiting[r as usize] += 1;
+            }
+        }
+    }
+    let mut ready: Vec<u32> = (0..n as u32)
+        .filter(|&i| is_doomed(i) && waiting[i as usize] == 0)
+        .collect();
+    ready.reverse();
+    let mut order = Vec::new();
+    let mut placed = vec![false; n];
+    while let Some(i) = ready.pop() {
+        placed[i as usize] = true;
+        order.push(i);
+        for &r in &graph.references[i as usize] {
+            if r != i && is_doomed(r) {
+                waiting[r as usize] -= 1;
+                if waiting[r as usize] == 0 {
+                    ready.push(r);
+                }
+            }
+        }
+    }
+    order.extend((0..n as u32).filter(|&i| is_doomed(i) && !placed[i as usize]));
+    order
 }
 
 #[cfg(test)]
@@ -261,5 +360,65 @@ mod tests {
         }
         let first = g.path(0).cloned().expect("first");
         assert!(live(&g, &[first], Keep::default()).iter().all(|l| *l));
+    }
+
+    #[test]
+    fn keepers_are_referrers_and_derivation_links_per_the_settings() {
+        let g = graph();
+        let lib = g.index_of(&p(0, "lib")).expect("lib");
+        // lib is kept by app, which is kept by its deriver app.drv only under keep-outputs.
+        let by_default = keepers_of(&g, [lib], Keep::default());
+        assert_eq!(names(&g, &by_default, true), ["app", "lib"]);
+        let outputs = Keep {
+            derivations: false,
+            outputs: true,
+        };
+        assert_eq!(
+            names(&g, &keepers_of(&g, [lib], outputs), true),
+            ["app", "app.drv", "lib"]
+        );
+        // Under keep-derivations a derivation is kept by its outputs.
+        let src = g.index_of(&p(3, "src")).expect("src");
+        assert_eq!(
+            names(&g, &keepers_of(&g, [src], Keep::default()), true),
+            ["app", "app.drv", "src"]
+        );
+    }
+
+    #[test]
+    fn deletion_puts_referrers_before_references() {
+        let mut g = graph();
+        // A chain c -> b -> a plus a diamond d -> {b, a}.
+        let a = g.add_path(p(20, "a")).expect("room");
+        let b = g.add_path(p(21, "b")).expect("room");
+        let c = g.add_path(p(22, "c")).expect("room");
+        let d = g.add_path(p(23, "d")).expect("room");
+        g.add_reference(b, a);
+        g.add_reference(c, b);
+        g.add_reference(d, b);
+        g.add_reference(d, a);
+        g.add_reference(a, a);
+        let mut doomed = vec![false; g.len()];
+        for i in [a, b, c, d, 7] {
+            doomed[i as usize] = true;
+        }
+        let order = deletion_order(&g, &doomed);
+        assert_eq!(order.len(), 5);
+        let at = |x: u32| order.iter().position(|&o| o == x).expect("ordered");
+        assert!(at(c) < at(b) && at(d) < at(b) && at(b) < at(a), "{order:?}");
+        assert!(order.contains(&7));
+    }
+
+    #[test]
+    fn a_cycle_is_ordered_last_and_nothing_is_lost() {
+        let mut g = ReferenceGraph::new();
+        let x = g.add_path(p(1, "x")).expect("room");
+        let y = g.add_path(p(2, "y")).expect("room");
+        let z = g.add_path(p(3, "z")).expect("room");
+        g.add_reference(x, y);
+        g.add_reference(y, x);
+        g.add_reference(z, x);
+        let order = deletion_order(&g, &[true, true, true]);
+        assert_eq!(order, [z, x, y]);
     }
 }

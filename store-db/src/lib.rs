@@ -18,6 +18,7 @@
 //! Besides registration ([`StoreDb::register_paths`]) the database answers the queries of the
 //! worker protocol ([`query`]) and keeps realisations of derivation outputs ([`realisation`]).
 
+pub mod collect;
 mod graph;
 mod info_cache;
 pub mod query;
@@ -77,6 +78,9 @@ pub enum DbError {
     /// A path the operation needs is not valid (Nix's `InvalidPath`).
     #[error("path '{0}' is not valid")]
     InvalidPath(String),
+    /// A path to delete is still referred to by a valid path outside those being deleted.
+    #[error("a path to delete is still in use (a valid path refers to it)")]
+    InUse,
     /// A signature that cannot be stored in the space-separated `sigs` column.
     #[error("signature '{0}' is empty or contains white space")]
     BadSignature(String),

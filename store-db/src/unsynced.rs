@@ -104,15 +104,7 @@ impl StoreDb {
         )
         .execute(&mut *tx)
         .await?;
-        let removed = sqlx::query("SELECT v.path FROM Doomed d JOIN ValidPaths v ON v.id = d.id")
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|row| {
-                let name: String = row.try_get(0)?;
-                stored_path("path", "ValidPaths", &name)
-            })
-            .collect::<Result<BTreeSet<_>, DbError>>()?;
+        let removed = crate::collect::doomed_paths(&mut tx).await?;
         for statement in [
             "DELETE FROM RealisationsRefs WHERE referrer IN (SELECT id FROM Realisations
                WHERE output_path IN (SELECT id FROM Doomed))

@@ -24,6 +24,7 @@ use std::collections::BTreeSet;
 use std::io::{self, Write};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
+use pkgchain_blockstore::pins::PinLease;
 use pkgchain_blockstore::{BlockError, BlockStore};
 use pkgchain_dag::Cid;
 use pkgchain_dag::builder::{BlockSink, BuildError, DagBuilder};
@@ -113,6 +114,9 @@ pub struct Ingested {
     pub new_blocks: u64,
     /// Bytes of those blocks.
     pub new_bytes: u64,
+    /// Keeps every block of the DAG from the garbage collector until dropped: hold it until
+    /// the path is registered.
+    pub pins: PinLease,
 }
 
 /// One event handed from the producer to the builder thread.
@@ -355,7 +359,7 @@ pub fn ingest<T>(
             (_, Err(e), _) => return Err(e),
             (Ok(v), Ok(b), Ok(w)) => (v, b, w),
         };
-        let (value, (root, block_list), (new_blocks, new_bytes)) = value;
+        let (value, (root, block_list), ((new_blocks, new_bytes), pins)) = value;
         let digest = nar.finish()?;
         let references = digest.scanner.map(|s| s.found()).unwrap_or_default();
         debug!(nar_size = digest.size, new_blocks, "ingested");
@@ -368,6 +372,7 @@ pub fn ingest<T>(
                 references,
                 new_blocks,
                 new_bytes,
+                pins,
             },
             value,
         ))
@@ -471,7 +476,7 @@ fn write_blocks(
     rx: Receiver<BlockBatch>,
     pool: Sender<BlockBatch>,
     repair: bool,
-) -> Result<(u64, u64), IngestError> {
+) -> Result<((u64, u64), PinLease), IngestError> {
     let mut batch = blocks.batch()?;
     if repair {
         batch.replace_corrupt();
@@ -483,7 +488,7 @@ fn write_blocks(
         let _ = pool.try_send(arena);
     }
     batch.commit()?;
-    Ok(batch.written())
+    Ok((batch.written(), batch.lease()))
 }
 
 /// Largest file that [`ingest_file_bytes`] is meant for: below this, the threads and channels
@@ -540,6 +545,7 @@ pub fn ingest_file_bytes(
         references: BTreeSet::new(),
         new_blocks,
         new_bytes,
+        pins: sink.batch.lease(),
     })
 }
 

@@ -18,6 +18,7 @@
 //! `.drv` becomes valid only with its derivation checked and its outputs recorded.
 
 pub mod add;
+pub mod collect;
 pub mod drv;
 pub mod durability;
 pub mod export;
@@ -69,6 +70,9 @@ pub enum StoreError {
     /// The block store failed.
     #[error(transparent)]
     Block(#[from] BlockError),
+    /// A pin names something that cannot be kept.
+    #[error("pin: {0}")]
+    Pin(String),
     /// A name or path is not a valid store path.
     #[error(transparent)]
     StorePath(#[from] StorePathError),

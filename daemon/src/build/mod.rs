@@ -249,6 +249,11 @@ impl Builds {
         self.counter.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// A new activity id, unique in this daemon (as Nix makes them: the pid, then a counter).
+    pub fn next_activity_id(&self) -> u64 {
+        self.next_build_number() | (u64::from(std::process::id()) << 32)
+    }
+
     async fn take_slot(&self) -> Slot {
         // A permit guarantees a free entry; it is given back with the entry.
         let permit = Arc::clone(&self.slot_free).acquire_owned().await.ok();
@@ -487,8 +492,7 @@ impl Builds {
                         let (tx, rx) = watch::channel(None);
                         let job = Arc::new(Job {
                             events: Arc::new(JobEvents {
-                                activity: this.next_build_number()
-                                    | (u64::from(std::process::id()) << 32),
+                                activity: this.next_activity_id(),
                                 drv: drv_path.clone(),
                                 mode,
                                 listeners: Mutex::new(Vec::new()),

@@ -434,6 +434,8 @@ async fn collect_outputs(
     let mut candidates: Vec<StorePath> = closure.iter().cloned().collect();
     candidates.extend(outputs.values().cloned());
     let mut new_paths = Vec::new();
+    // The outputs' blocks stay pinned against the collector until they are registered.
+    let mut pins = Vec::new();
     let mut result = BuildResult::new(BuildStatus::Built);
     for (name, path) in outputs {
         let actual = built_store.join(path.base_name());
@@ -501,6 +503,7 @@ async fn collect_outputs(
             blocks: ingested.blocks.clone(),
             derivation_outputs: BTreeMap::new(),
         });
+        pins.push(ingested.pins);
     }
 
     let built: BTreeMap<StorePath, (BTreeSet<StorePath>, u64)> = new_paths
@@ -558,6 +561,7 @@ async fn collect_outputs(
                 format!("registering the outputs of '{shown}': {e}"),
             )
         })?;
+    drop(pins);
     Ok(Outcome {
         result,
         error: None,

@@ -45,6 +45,8 @@ pub struct DaemonState {
     pub materialise: bool,
     /// Where GC roots, profiles and temp roots live (under the state directory).
     pub roots: RootsLayout,
+    /// The CID view (`/ipfs/store`), which pin links point into.
+    pub ipfs_store_dir: PathBuf,
     /// Where build logs live (`NIX_LOG_DIR`).
     pub log_dir: PathBuf,
     /// Numbers connections (names of their temp-roots files).
@@ -75,6 +77,7 @@ impl DaemonState {
             config,
             materialise,
             roots,
+            ipfs_store_dir: locations.ipfs_store_dir(),
             log_dir: locations.log_dir.clone(),
             connections: AtomicU64::new(0),
             open_connections: AtomicU64::new(0),

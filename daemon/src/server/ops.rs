@@ -70,13 +70,6 @@ pub(super) fn failed(message: impl Into<String>) -> OpError {
     OpError::Failed(message.into())
 }
 
-/// The error for an operation that comes with a later part of the daemon.
-pub(super) fn not_yet(op: &str, comes_with: &str) -> OpError {
-    failed(format!(
-        "operation '{op}' is not supported by this daemon yet (it comes with {comes_with})"
-    ))
-}
-
 impl Conn {
     /// Runs one decoded request.
     pub(super) async fn handle(&mut self, request: Request) -> Result<Outcome, OpError> {
