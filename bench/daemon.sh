@@ -17,6 +17,8 @@ TRIVIAL=200
 HELLO_TARBALL=
 CLIENTS=16
 REQUESTS=5000
+GC_PRINT=100000
+GC_DEAD=50000
 SECTIONS=instantiate,query,add
 WORK_BASE=/var/tmp
 OUT=
@@ -30,20 +32,25 @@ Usage: bench/daemon.sh [options]   (as root)
 
   --runs N          runs per measurement (default 3; median, min and max are reported)
   --quick           trial sizes: --tree-mb 64 --tree-files 2000 --drvs 200 --requests 500
-                    --runs 1 (options after --quick override these)
+                    --gc-print-paths 2000 --gc-dead-paths 1000 --runs 1 (options after
+                    --quick override these)
   --tree-mb N       size of the tree for `nix-store --add` in MiB (default 1024)
   --tree-files N    regular files in that tree (default 20000)
   --drvs N          derivations in the nix-instantiate expression (default 2000)
   --clients N       concurrent QueryPathInfo clients (default 16)
   --requests N      QueryPathInfo requests per client (default 5000)
-  --sections LIST   comma-separated subset of instantiate,query,add,builds (default
+  --sections LIST   comma-separated subset of instantiate,query,add,builds,hello,gc (default
                     instantiate,query,add; query includes the memory measurements and needs the
                     instantiate's paths, which are made untimed when instantiate is not asked
                     for; builds: sandboxed builds, see --trivial; hello: GNU hello from
-                    source with tests-nixpkgs/pkgs, needs --hello-tarball)
+                    source with tests-nixpkgs/pkgs, needs --hello-tarball; gc: garbage
+                    collection, see --gc-print-paths and --gc-dead-paths)
   --trivial N       independent trivial derivations built by the builds section (default 200)
   --hello-tarball F hello-2.10.tar.gz for the hello section (GNU's release; `apt-get source
                     hello` or ftp.gnu.org; sha256 31e06613...516b)
+  --gc-print-paths N paths, none rooted, in the store of the gc section's `nix-store --gc
+                    --print-dead` (default 100000)
+  --gc-dead-paths N dead paths deleted by the gc section's `nix-store --gc` (default 50000)
   --work-dir DIR    parent of the temporary directory (default /var/tmp; must not be tmpfs)
   --out FILE        results file (default bench/results/daemon-<date>.md)
   --keep            keep the temporary directory for inspection
@@ -63,7 +70,7 @@ die() {
 while [ $# -gt 0 ]; do
     case $1 in
     --runs) RUNS=${2:?}; shift 2 ;;
-    --quick) QUICK=1; TREE_MB=64; TREE_FILES=2000; DRVS=200; REQUESTS=500; RUNS=1; shift ;;
+    --quick) QUICK=1; TREE_MB=64; TREE_FILES=2000; DRVS=200; REQUESTS=500; GC_PRINT=2000; GC_DEAD=1000; RUNS=1; shift ;;
     --tree-mb) TREE_MB=${2:?}; shift 2 ;;
     --tree-files) TREE_FILES=${2:?}; shift 2 ;;
     --drvs) DRVS=${2:?}; shift 2 ;;
@@ -71,6 +78,8 @@ while [ $# -gt 0 ]; do
     --hello-tarball) HELLO_TARBALL=${2:?}; shift 2 ;;
     --clients) CLIENTS=${2:?}; shift 2 ;;
     --requests) REQUESTS=${2:?}; shift 2 ;;
+    --gc-print-paths) GC_PRINT=${2:?}; shift 2 ;;
+    --gc-dead-paths) GC_DEAD=${2:?}; shift 2 ;;
     --sections) SECTIONS=${2:?}; shift 2 ;;
     --work-dir) WORK_BASE=${2:?}; shift 2 ;;
     --out) OUT=${2:?}; shift 2 ;;
@@ -82,9 +91,11 @@ done
 for v in RUNS TREE_MB DRVS CLIENTS REQUESTS; do
     [[ ${!v} =~ ^[0-9]+$ && ${!v} -ge 1 ]] || die "--${v,,} wants a positive integer"
 done
+[[ $GC_PRINT =~ ^[0-9]+$ && $GC_PRINT -ge 1 && $GC_PRINT -le 99999999 ]] || die "--gc-print-paths wants an integer from 1 to 99999999"
+[[ $GC_DEAD =~ ^[0-9]+$ && $GC_DEAD -ge 1 && $GC_DEAD -le 99999999 ]] || die "--gc-dead-paths wants an integer from 1 to 99999999"
 [[ $TREE_FILES =~ ^[0-9]+$ && $TREE_FILES -ge 10 ]] || die "--tree-files wants an integer >= 10"
 for s in ${SECTIONS//,/ }; do
-    [[ $s == instantiate || $s == query || $s == add || $s == builds || $s == hello ]] || die "unknown section '$s'"
+    [[ $s == instantiate || $s == query || $s == add || $s == builds || $s == hello || $s == gc ]] || die "unknown section '$s'"
 done
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -258,6 +269,9 @@ in_session() {
     [ -z "${BIND_HOST_USR:-}" ] || mount --bind /usr "$CHROOT/opt"
     mkdir -p /nix/store /nix/var/nix /nix/ipfs /nix/client-cache
     mount --rbind /nix "$CHROOT/nix"
+    # A store used again (the gc section's) has the last daemon's socket file: not a sign of
+    # this one being ready.
+    rm -f /nix/var/nix/daemon-socket/socket
     case $IMPL in
     ours)
         env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin PKGCHAIN_IPFS_DIR=/nix/ipfs "NIX_CONFIG=$NIX_CONF" \
@@ -478,6 +492,80 @@ build_hello() {
     log "   run $r $IMPL: GNU hello built in ${w}s -> $out"
 }
 
+# gc_populate N WHAT: makes the N paths of the export gc-N.export (gen-gc-paths.py: small distinct
+# regular files, no references) valid in the empty store, all unrooted: one `nix-store --import`,
+# the same stream for both daemons. Untimed as a measurement (its wall time is an aside, row
+# gc-populate-WHAT); a sync follows, so that none of its writeback lands in the timed command.
+# Why --import: it was the faster of the two ways with the real nix-daemon. Measured here
+# (10,000 paths, nix-daemon 2.34, 3 runs each, alternated, on this noisy 2-vCPU VM):
+# `nix-store --import` 11.0 s median (8.2-19.7), `nix-store --add f1 f2 ...` (10,000 files in
+# one invocation) 18.8 s (17.0-21.5); both are one connection with one request per path, and
+# nix-daemon does one SQLite transaction per path either way, but for --add it first dumps each
+# file into a temporary path and hashes it before moving it into place. Our daemon was about the
+# same with both (26 s vs 27 s).
+gc_populate() {
+    local n=$1 what=$2 t w got
+    t=$(now_ns)
+    nix34 nix-store --import < "$TREES/gc-$n.export" > /nix/gc-added.txt 2> /nix/gc-populate.log ||
+        { tail -n 20 /nix/gc-populate.log >&2; die "nix-store --import of $n paths ($IMPL) failed"; }
+    w=$(secs_since "$t")
+    got=$(grep -c '^/nix/store/' /nix/gc-added.txt || true)
+    [ "$got" = "$n" ] || die "populating the $IMPL store: $got paths imported, not $n"
+    row "gc-populate-$what" "$IMPL" "$w"
+    fact "gc_added_${what}_$IMPL" "$n paths, sha256 of the sorted list $(sort /nix/gc-added.txt | sha256sum | cut -c1-16)"
+    sync
+    log "   $IMPL: $n paths imported in ${w}s"
+}
+
+# gc_print_dead RUN: nix-store --gc --print-dead on the store gc_populate filled with GC_PRINT
+# paths (the daemon restarted on it for each run).
+gc_print_dead() {
+    local r=$1 t w c n
+    fact "load_run${r}_${IMPL}_gc_print" "$(load)"
+    c=$(cpu_ticks)
+    t=$(now_ns)
+    nix34 nix-store --gc --print-dead > /nix/gc-dead.txt 2> /nix/gc-print.log ||
+        { tail -n 20 /nix/gc-print.log >&2; die "nix-store --gc --print-dead ($IMPL) failed"; }
+    w=$(secs_since "$t")
+    fact "cpu_run${r}_${IMPL}_gc_print" "$(cpu_use "$c" "$(cpu_ticks)")"
+    row gc-print-dead "$IMPL" "$w"
+    n=$(grep -c '^/nix/store/' /nix/gc-dead.txt || true)
+    [ "$n" = "$GC_PRINT" ] || fact fail "$IMPL: nix-store --gc --print-dead listed $n paths, not $GC_PRINT"
+    fact "gc_dead_list_$IMPL" "$n paths, sha256 of the sorted list $(sort /nix/gc-dead.txt | sha256sum | cut -c1-16)"
+    log "   run $r $IMPL: nix-store --gc --print-dead ${w}s, $n dead paths"
+}
+
+# gc_collect RUN: nix-store --gc of GC_DEAD dead paths, the store populated first (untimed).
+gc_collect() {
+    local r=$1 t w c deleted left
+    gc_populate "$GC_DEAD" dead
+    fact "load_run${r}_${IMPL}_gc_collect" "$(load)"
+    c=$(cpu_ticks)
+    t=$(now_ns)
+    nix34 nix-store --gc > /nix/gc-collect.out 2> /nix/gc-collect.log ||
+        { tail -n 20 /nix/gc-collect.log >&2; die "nix-store --gc ($IMPL) failed"; }
+    w=$(secs_since "$t")
+    fact "cpu_run${r}_${IMPL}_gc_collect" "$(cpu_use "$c" "$(cpu_ticks)")"
+    row gc-collect "$IMPL" "$w"
+    # nix-store prints "N store paths deleted, X freed".
+    deleted=$(sed -n 's/^\([0-9]*\) store paths deleted.*/\1/p' /nix/gc-collect.out)
+    left=$(find /nix/store/ -mindepth 1 -maxdepth 1 -name '*-gc-*' | wc -l)
+    [ "$deleted" = "$GC_DEAD" ] || fact fail "$IMPL: nix-store --gc says '$(head -c 200 /nix/gc-collect.out)', not $GC_DEAD paths deleted"
+    [ "$left" = 0 ] || fact fail "$IMPL: $left of the dead paths still in /nix/store after nix-store --gc"
+    fact "gc_deleted_$IMPL" "${deleted:-?} paths deleted, $left left"
+    fact "gc_collect_out_run${r}_$IMPL" "$(tr '\n' ' ' < /nix/gc-collect.out) ($(grep -c "^deleting '" /nix/gc-collect.log || true) 'deleting' lines on stderr)"
+    log "   run $r $IMPL: nix-store --gc ${w}s: $(tr '\n' ' ' < /nix/gc-collect.out)"
+}
+
+# daemon_log_errors KEY NIXDIR: a fact daemon_log_KEY with the panics and errors in the log of
+# the daemon that served NIXDIR; not our daemon's "unmount failed ... error=Invalid argument"
+# warnings, which it logs at every stop here (the session has unmounted the view's bind first).
+daemon_log_errors() {
+    local errs
+    errs=$(grep -iE 'panic|error' "$2/daemon.log" | grep -v 'WARN pkgchain_store_view: unmount failed' || true)
+    [ -z "$errs" ] || fact "daemon_log_$1" "$(echo "$errs" | sort | uniq -c | head -5 | tr '\n' ' ')"
+}
+
 reset_nix() { # reset_nix IMPL: an empty /nix for IMPL's next session
     local d=$WORK/nix/$1
     if [ -d "$d" ] && findmnt -rn -o TARGET | grep -q "^$d"; then
@@ -488,7 +576,7 @@ reset_nix() { # reset_nix IMPL: an empty /nix for IMPL's next session
 }
 
 export -f $(compgen -A function)
-export CHROOT DAEMON LOADGEN NIX_CONF RSS_SAMPLER RAW FACTS TREES SECTIONS CLIENTS REQUESTS WORK TRIVIAL REPO
+export CHROOT DAEMON LOADGEN NIX_CONF RSS_SAMPLER RAW FACTS TREES SECTIONS CLIENTS REQUESTS WORK TRIVIAL REPO GC_PRINT GC_DEAD
 
 # ---- machine and inputs -------------------------------------------------------------------------
 mount --bind /proc "$CHROOT/proc"
@@ -503,7 +591,7 @@ fact kernel "$(uname -r)"
 fact cpus "$(nproc)"
 fact mem "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
 fact fs "$(findmnt -n -o SOURCE,FSTYPE,OPTIONS --target "$WORK" | cut -c1-100)"
-fact params "--runs $RUNS --tree-mb $TREE_MB --tree-files $TREE_FILES --drvs $DRVS --clients $CLIENTS --requests $REQUESTS --sections $SECTIONS$([ "$QUICK" = 1 ] && echo ' (--quick)')"
+fact params "--runs $RUNS --tree-mb $TREE_MB --tree-files $TREE_FILES --drvs $DRVS --clients $CLIENTS --requests $REQUESTS --gc-print-paths $GC_PRINT --gc-dead-paths $GC_DEAD --sections $SECTIONS$([ "$QUICK" = 1 ] && echo ' (--quick)')"
 fact drvs "$DRVS"
 fact clients "$CLIENTS"
 fact requests "$REQUESTS"
@@ -558,6 +646,14 @@ if has_section hello; then
     cp -r "$REPO/tests-nixpkgs/pkgs" "$TREES/pkgs"
     fact hello "GNU hello 2.10 from source: tests-nixpkgs/pkgs (stdenv phases, make check), the host's toolchain via sandbox paths, sandbox on for both"
 fi
+if has_section gc; then
+    log "generating the gc section's exports ($GC_PRINT and $GC_DEAD paths)"
+    python3 "$REPO/bench/gen-gc-paths.py" "$TREES/gc-$GC_PRINT.export" "$GC_PRINT" \
+        "$TREES/gc-$GC_DEAD.export" "$GC_DEAD"
+    fact gc "$GC_PRINT paths for --print-dead, $GC_DEAD for the collection: small distinct regular files without references ('gc bench path i', under 30 bytes), put in with one nix-store --import of an export made once"
+    fact gc_print "$GC_PRINT"
+    fact gc_dead "$GC_DEAD"
+fi
 has_section builds && fact builds "$TRIVIAL independent trivial derivations (sh -c 'echo i > out'), nix-build, sandbox on for both, max-jobs 1 and 2"
 
 if has_section add; then
@@ -571,6 +667,16 @@ if has_section add; then
 fi
 
 # ---- the runs -----------------------------------------------------------------------------------
+if has_section gc; then
+    # nix-store --gc --print-dead deletes nothing: each daemon's store is filled once, and each
+    # run starts the daemon afresh on it.
+    for impl in ours nix; do
+        log "$impl: $GC_PRINT paths for nix-store --gc --print-dead (fresh store)"
+        reset_nix "gc-print-$impl"
+        session "$impl" "$WORK/nix/gc-print-$impl" gc_populate "$GC_PRINT" print
+        daemon_log_errors "gc_populate_$impl" "$WORK/nix/gc-print-$impl"
+    done
+fi
 for ((r = 1; r <= RUNS; r++)); do
     for impl in ours nix; do
         if has_section instantiate || has_section query; then
@@ -602,9 +708,18 @@ for ((r = 1; r <= RUNS; r++)); do
             reset_nix "$impl"
             session "$impl" "$WORK/nix/$impl" add_tree "$r"
         fi
+        if has_section gc; then
+            log "run $r/$RUNS, $impl: nix-store --gc --print-dead, $GC_PRINT paths"
+            session "$impl" "$WORK/nix/gc-print-$impl" gc_print_dead "$r"
+            daemon_log_errors "gc_print_run${r}_$impl" "$WORK/nix/gc-print-$impl"
+            log "run $r/$RUNS, $impl: nix-store --gc of $GC_DEAD dead paths (fresh store)"
+            reset_nix "$impl"
+            session "$impl" "$WORK/nix/$impl" gc_collect "$r"
+            daemon_log_errors "gc_collect_run${r}_$impl" "$WORK/nix/$impl"
+        fi
     done
 done
-for k in drv add_path add_hash trivial_outputs hello_out; do
+for k in drv add_path add_hash trivial_outputs hello_out gc_added_print gc_added_dead gc_dead_list gc_deleted; do
     o=$(grep "^${k}_ours" "$FACTS" | cut -f2 | sort -u || true)
     n=$(grep "^${k}_nix" "$FACTS" | cut -f2 | sort -u || true)
     [ "$o" = "$n" ] || fact fail "$k differs: ours '$o', nix-daemon '$n'"

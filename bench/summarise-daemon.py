@@ -71,6 +71,7 @@ for k, label in [
     ("fs", "file system of the stores"),
     ("expression", "nix-instantiate expression"),
     ("tree_a", "tree for `nix-store --add`"),
+    ("gc", "paths of the gc section"),
     ("load_start", "load average at start"),
     ("others_start", "other processes ≥5% CPU at start"),
     ("load_end", "load average at end"),
@@ -83,6 +84,9 @@ for k, label in [
 loads = [f"{k[5:]} {facts[k]}" for k in facts if k.startswith("load_run")]
 if loads:
     p(f"| load average at each step's start | {'; '.join(loads)} |")
+cpus = [f"{k[4:]} {facts[k]}" for k in facts if k.startswith("cpu_run")]
+if cpus:
+    p(f"| whole machine's CPU use during each timed gc command | {'; '.join(cpus)} |")
 p("")
 for k in ("fail", "warning"):
     if k in facts:
@@ -132,6 +136,12 @@ line("e", "sandbox tear-down per build (removing the build root), max-jobs 1", "
 line("e", "sandbox set-up, from the kernel's events: the fork that starts a build to the builder's exec, max-jobs 1, median", "sched-setup-ms-j1", "ms", 2)
 line("e", "after the builder, from the kernel's events: its exit to the next build's fork (tear-down, registration, scheduling), max-jobs 1, median", "sched-after-ms-j1", "ms", 2)
 line("f", "GNU hello 2.10 from source (fetch, configure, make, make check, install), wall", "hello", "s", 2, 1.05)
+gc_print = int(facts.get("gc_print", "0"))
+gc_dead = int(facts.get("gc_dead", "0"))
+line("g", f"`nix-store --gc --print-dead`, {gc_print:,} paths, none rooted, wall", "gc-print-dead", "s", 3, 0.1)
+line("g", f"`nix-store --gc` deleting {gc_dead:,} dead paths (all the store holds), wall", "gc-collect", "s", 2, 0.2)
+line("g", f"(untimed set-up) `nix-store --import` of the {gc_print:,} paths, once per daemon", "gc-populate-print", "s", 2)
+line("g", f"(untimed set-up) `nix-store --import` of the {gc_dead:,} paths before each collection", "gc-populate-dead", "s", 2)
 p("")
 p("- (a) runs on an empty store: the first run adds the .drv files (the daemon answers the")
 p("  client's `AddToStore`/`AddTextToStore` and `IsValidPath` calls), the second finds them valid.")
@@ -157,6 +167,12 @@ p("  exec, and what follows the builder runs from its exit to the next build's s
 p("- (f) `nix-build -A hello` of `tests-nixpkgs/pkgs` into an empty store: the tarball from a")
 p("  local HTTP server (`builtin:fetchurl`), then the stdenv phases with the host's toolchain")
 p("  (`extra-sandbox-paths`); inputs read through our FUSE view, Nix's from its store files.")
+p("- (g) garbage collection of small distinct paths without references, none rooted (no profiles,")
+p("  no indirect roots), put in with one `nix-store --import` of an export made once (the same")
+p("  stream for both daemons), then `sync`. `--print-dead` runs on one store per daemon, filled")
+p("  once and served by a freshly started daemon in each run; each collection runs on a fresh")
+p("  store filled just before it. Page cache warm, nothing else in the store. The checks below")
+p("  compare the dead lists and the number of paths each daemon says it deleted.")
 p("")
 p("## Checks")
 p("")
@@ -173,11 +189,19 @@ for k, label in [
     ("trivial_outputs_nix", "trivial builds' outputs, nix-daemon"),
     ("hello_out_ours", "GNU hello, pkgchain-daemon"),
     ("hello_out_nix", "GNU hello, nix-daemon"),
+    ("gc_added_print_ours", "paths imported for `--print-dead`, pkgchain-daemon"),
+    ("gc_added_print_nix", "paths imported for `--print-dead`, nix-daemon"),
+    ("gc_dead_list_ours", "`nix-store --gc --print-dead`, pkgchain-daemon"),
+    ("gc_dead_list_nix", "`nix-store --gc --print-dead`, nix-daemon"),
+    ("gc_added_dead_ours", "paths imported for the collection, pkgchain-daemon"),
+    ("gc_added_dead_nix", "paths imported for the collection, nix-daemon"),
+    ("gc_deleted_ours", "`nix-store --gc`, pkgchain-daemon"),
+    ("gc_deleted_nix", "`nix-store --gc`, nix-daemon"),
 ]:
     if k in facts:
         p(f"- {label}: `{facts[k]}`")
 for k in sorted(facts):
-    if k.startswith("sampler_run") or k.startswith("daemon_log_"):
+    if k.startswith("sampler_run") or k.startswith("daemon_log_") or k.startswith("gc_collect_out_"):
         p(f"- {k}: {facts[k]}")
 p("")
 p("## All runs")

@@ -380,14 +380,27 @@ impl BlockStore {
     }
 
     fn open_block(&self, cid: &Cid) -> Result<File, BlockError> {
-        match rustix::fs::openat(
-            &self.root_fd,
-            relative_path(cid).as_str(),
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        ) {
+        let open = |name: &str| {
+            rustix::fs::openat(
+                &self.root_fd,
+                name,
+                OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::empty(),
+            )
+        };
+        match open(relative_path(cid).as_str()) {
             Ok(fd) => Ok(File::from(fd)),
-            Err(rustix::io::Errno::NOENT) => Err(BlockError::Missing(*cid)),
+            // A collector may have moved it aside for a moment while it checks again whether
+            // anything uses it (see `pins`): it is read from there meanwhile.
+            Err(rustix::io::Errno::NOENT) => match open(Self::trash_name(cid).as_str()) {
+                Ok(fd) => Ok(File::from(fd)),
+                Err(rustix::io::Errno::NOENT) => Err(BlockError::Missing(*cid)),
+                Err(e) => Err(BlockError::io(
+                    "opening",
+                    self.root.join(Self::trash_name(cid)),
+                    e,
+                )),
+            },
             Err(e) => Err(BlockError::io("opening", self.path_of(cid), e)),
         }
     }
@@ -1054,6 +1067,8 @@ mod tests {
         assert_eq!(store.trash(&cid).expect("trash"), Some(data.len() as u64));
         assert!(!store.contains(&cid).expect("contains"));
         assert_eq!(store.trash(&cid).expect("trash again"), None);
+        // Readers still find it while the collector looks again.
+        assert_eq!(store.read(&cid).expect("read from the trash"), data);
         store.untrash(&cid).expect("untrash");
         assert_eq!(store.read(&cid).expect("read"), data);
         // A collector that died with blocks in the trash: they all come back.
@@ -1064,6 +1079,7 @@ mod tests {
         store.purge(&cid).expect("purge");
         assert_eq!(store.restore_trash().expect("restore"), 0);
         assert!(!store.contains(&cid).expect("contains"));
+        assert!(matches!(store.read(&cid), Err(BlockError::Missing(_))));
     }
 
     #[test]

@@ -177,6 +177,10 @@ impl FuseMounts {
             }
             match done_rx.recv_timeout(UNMOUNT_WAIT) {
                 Ok(Ok(())) => info!(mount = %path.display(), "unmounted"),
+                // Detached above already (as root, where no fusermount3 helper runs).
+                Ok(Err(e)) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    info!(mount = %path.display(), "unmounted");
+                }
                 Ok(Err(e)) => warn!(mount = %path.display(), error = %e, "unmount failed"),
                 Err(_) => warn!(
                     mount = %path.display(),

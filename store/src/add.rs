@@ -319,12 +319,14 @@ impl Store {
             algo,
             references,
             repair,
+            keep,
             ..
         } = request;
         let mut hasher = Hasher::new(algo);
         hasher.update(data);
         let ca = ContentAddress::new(method, hasher.finish());
         let path = ca.store_path(self.store_dir(), &name, &references, false)?;
+        keep_path(keep.as_ref(), &path)?;
         let db = self.db();
         if !repair
             && db.is_valid_blocking(&path)?
@@ -404,6 +406,7 @@ impl Store {
             references,
             dump,
             repair,
+            keep,
         } = request;
         check_ca_request(&name, method, algo, &references)?;
         let spool_dir = self
@@ -414,7 +417,7 @@ impl Store {
             .unwrap_or_else(std::env::temp_dir);
         let store = self.clone();
         let flat = method != ContentAddressMethod::NixArchive;
-        let (name_, references_) = (name.clone(), references.clone());
+        let (name_, references_, keep_) = (name.clone(), references.clone(), keep.clone());
         // Where the hash is known once the data is in, whether the path is valid is asked on
         // the same blocking thread (no hand-off to a database thread; most adds are new).
         let (ingested, file_hash, known_valid) = crate::blocking(move || {
@@ -424,6 +427,7 @@ impl Store {
                 Some(hash) if !repair => {
                     let ca = ContentAddress::new(method, hash.clone());
                     let path = ca.store_path(store.store_dir(), &name_, &references_, false)?;
+                    keep_path(keep_.as_ref(), &path)?;
                     Some(store.db().is_valid_blocking(&path)?)
                 }
                 _ => None,
@@ -441,6 +445,11 @@ impl Store {
         };
         let ca = ContentAddress::new(method, hash);
         let path = ca.store_path(self.store_dir(), &name, &references, false)?;
+        if known_valid.is_none() {
+            let keep = keep.clone();
+            let kept = path.clone();
+            crate::blocking(move || keep_path(keep.as_ref(), &kept)).await?;
+        }
         let _lock = self.0.locks.lock(&path).await;
         // (A path found not valid above and registered meanwhile is registered again, with
         // the same contents: harmless.)
@@ -516,6 +525,39 @@ pub struct CaAddRequest {
     pub dump: DumpFormat,
     /// Ingest and register again even if the path is valid.
     pub repair: bool,
+    /// Called with the path as soon as it is known, before it is looked up or registered
+    /// (the daemon records a temp root there, as Nix does, so a collection running meanwhile
+    /// never finds the path valid and unkept). An error fails the add.
+    pub keep: Option<KeepPath>,
+}
+
+/// Records that a path is in use (see [`CaAddRequest::keep`]).
+pub type KeepFn = dyn Fn(&StorePath) -> Result<(), String> + Send + Sync;
+
+/// See [`CaAddRequest::keep`].
+#[derive(Clone)]
+pub struct KeepPath(pub std::sync::Arc<KeepFn>);
+
+impl std::fmt::Debug for KeepPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeepPath")
+    }
+}
+
+/// The same hook (the same allocation).
+impl PartialEq for KeepPath {
+    fn eq(&self, other: &KeepPath) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for KeepPath {}
+
+fn keep_path(keep: Option<&KeepPath>, path: &StorePath) -> Result<(), StoreError> {
+    match keep {
+        Some(k) => (k.0)(path).map_err(|e| StoreError::Keep(path.to_string(), e)),
+        None => Ok(()),
+    }
 }
 
 impl CaAddRequest {

@@ -117,6 +117,11 @@ impl Store {
                 .map(|(c, _)| c)
                 .filter(|c| !keep(c) && !on_disk.contains(c)),
         );
+        // The walk takes a while: what adds registered or pinned meanwhile is left alone
+        // before anything is moved aside.
+        let pinned = pins::read_temp_pins(self.blocks().pins_dir())?;
+        let used = self.runtime().block_on(self.db().blocks_in_use(&doomed))?;
+        doomed.retain(|c| !used.contains(c) && !pinned.contains(c));
         self.delete_blocks(&doomed, protected)
     }
 
@@ -188,5 +193,179 @@ impl Store {
             todo.extend(node.links.iter().map(|l| l.cid));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use pkgchain_blockstore::Durability;
+    use pkgchain_store_model::content_address::{ContentAddress, ContentAddressMethod};
+    use pkgchain_store_model::store_path::StoreDir;
+
+    use super::*;
+    use crate::{IngestOptions, StoreConfig};
+
+    async fn open_store(dir: &Path) -> Store {
+        Store::open(StoreConfig {
+            store_dir: StoreDir::default(),
+            db_file: dir.join("db/store.sqlite"),
+            blocks_dir: dir.join("ipfs/blocks"),
+            durability: Durability::EachCommit,
+        })
+        .await
+        .expect("open store")
+    }
+
+    /// A tree with `shared` (the same bytes in every tree) and `own` (this tree's alone).
+    fn tree(dir: &Path, name: &str) -> std::path::PathBuf {
+        let root = dir.join("input").join(name);
+        std::fs::create_dir_all(&root).expect("mkdir");
+        std::fs::write(root.join("shared"), b"the same in every tree\n").expect("write");
+        std::fs::write(root.join("own"), format!("only in {name}\n")).expect("write");
+        root
+    }
+
+    fn cid_of(data: &[u8]) -> Cid {
+        Cid::of(Codec::Raw, data)
+    }
+
+    /// Deletes `path` and collects its blocks, with `protected` kept.
+    async fn delete_and_collect(store: &Store, path: &StorePath, protected: HashSet<Cid>) -> Freed {
+        let PathsDeleted::Deleted(d) = store
+            .delete_paths(std::slice::from_ref(path))
+            .await
+            .expect("delete")
+        else {
+            panic!("{path} in use");
+        };
+        assert!(d.deleted.contains(path));
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let lock = store.lock_for_collection().expect("lock");
+            store
+                .collect_blocks(&lock, &d.blocks, &protected)
+                .expect("collect")
+        })
+        .await
+        .expect("task")
+    }
+
+    /// A sweep with nothing protected.
+    async fn sweep(store: &Store) -> Freed {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let lock = store.lock_for_collection().expect("lock");
+            store.sweep_blocks(&lock, &HashSet::new()).expect("sweep")
+        })
+        .await
+        .expect("task")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocks_shared_with_a_live_path_survive_and_the_rest_go() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open_store(dir.path()).await;
+        let dead = store
+            .add_path(&tree(dir.path(), "dead"), None)
+            .await
+            .expect("add");
+        let live = store
+            .add_path(&tree(dir.path(), "live"), None)
+            .await
+            .expect("add");
+        let dead_root = store.root_of(&dead).await.expect("root");
+        let freed = delete_and_collect(&store, &dead, HashSet::new()).await;
+        // The dead tree's own file and its directory node went; the shared file stayed.
+        assert_eq!(freed.blocks, 2, "{freed:?}");
+        let blocks = store.blocks();
+        assert!(!blocks.contains(&dead_root).expect("contains"));
+        assert!(
+            !blocks
+                .contains(&cid_of(b"only in dead\n"))
+                .expect("contains")
+        );
+        assert!(
+            blocks
+                .contains(&cid_of(b"the same in every tree\n"))
+                .expect("contains")
+        );
+        assert!(store.verify_path(&live).await.expect("verify").is_empty());
+        // Nothing else is unreachable.
+        let swept = sweep(&store).await;
+        assert_eq!(swept, Freed::default());
+        assert!(store.verify_path(&live).await.expect("verify").is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pinned_dag_keeps_every_block_after_its_path_is_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open_store(dir.path()).await;
+        let path = store
+            .add_path(&tree(dir.path(), "pinned"), None)
+            .await
+            .expect("add");
+        let root = store.root_of(&path).await.expect("root");
+        let mut protected = HashSet::new();
+        store.dag_blocks(&root, &mut protected).expect("walk");
+        assert_eq!(protected.len(), 3, "directory node and two files");
+        let freed = delete_and_collect(&store, &path, protected.clone()).await;
+        assert_eq!(freed, Freed::default());
+        for cid in &protected {
+            assert!(
+                store.blocks().check(cid).expect("check") == pkgchain_blockstore::BlockState::Ok
+            );
+        }
+        // Unpinned, the sweep takes them.
+        let swept = sweep(&store).await;
+        assert_eq!(swept.blocks, 3);
+    }
+
+    /// An add that found a block on disk (the dead path's) holds a temp pin on it until it
+    /// registers: the collection between the two keeps the block, and the new path verifies.
+    /// Without the pin (the control), the same collection deletes the block.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_temp_pin_protects_an_add_in_progress() {
+        for pinned in [true, false] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = open_store(dir.path()).await;
+            let old = store
+                .add_path(&tree(dir.path(), "old"), None)
+                .await
+                .expect("add");
+            let mut ingested = store
+                .ingest_tree(tree(dir.path(), "new"), IngestOptions::default())
+                .await
+                .expect("ingest");
+            assert_eq!(ingested.new_blocks, 2, "the shared file was found on disk");
+            if !pinned {
+                // What an add without temp pins would be: nothing holds the blocks.
+                let empty = tempfile::tempdir().expect("tempdir");
+                let other =
+                    std::sync::Arc::new(pkgchain_blockstore::pins::TempPins::new(empty.path()));
+                ingested.pins = other.lease();
+            }
+            delete_and_collect(&store, &old, HashSet::new()).await;
+            let shared = cid_of(b"the same in every tree\n");
+            assert_eq!(store.blocks().contains(&shared).expect("contains"), pinned);
+            if pinned {
+                let path = store
+                    .store_dir()
+                    .make_fixed_output_path("new", true, &ingested.nar_hash, [], false)
+                    .expect("path");
+                let ca = ContentAddress::new(
+                    ContentAddressMethod::NixArchive,
+                    ingested.nar_hash.clone(),
+                );
+                store
+                    .register(path.clone(), &ingested, BTreeSet::new(), Some(ca))
+                    .await
+                    .expect("register");
+                drop(ingested);
+                assert!(store.verify_path(&path).await.expect("verify").is_empty());
+            }
+        }
     }
 }

@@ -70,6 +70,9 @@ pub enum StoreError {
     /// The block store failed.
     #[error(transparent)]
     Block(#[from] BlockError),
+    /// The path could not be kept from the garbage collector before it was added.
+    #[error("keeping '{0}' from the garbage collector: {1}")]
+    Keep(String, String),
     /// A pin names something that cannot be kept.
     #[error("pin: {0}")]
     Pin(String),

@@ -134,6 +134,7 @@ async fn add_text(
                 references: refs.clone(),
                 dump: DumpFormat::Flat,
                 repair: false,
+                keep: None,
             },
             &mut data,
         )
@@ -961,6 +962,7 @@ async fn content_addressed_adds_compute_their_paths() {
         references: BTreeSet::new(),
         dump,
         repair: false,
+        keep: None,
     };
 
     // Flat with SHA-1, large enough to be spooled to a file.
@@ -1078,6 +1080,7 @@ async fn content_addressed_adds_compute_their_paths() {
                 references: r,
                 dump: DumpFormat::Flat,
                 repair: false,
+                keep: None,
             },
             &mut data,
         )

@@ -7,6 +7,7 @@
 //! `keep-derivations`).
 
 use pkgchain_tests_nixpkgs::scenario::{Client, assert_same_transcripts, builds_against_both};
+use pkgchain_tests_nixpkgs::{daemon_bin, in_namespace_ok, prerequisites, value};
 
 const SCENARIO: &str = r#"
 I=/mnt/in
@@ -156,4 +157,167 @@ fn nix_2_8_deletes_what_nix_daemon_deletes() {
 #[test]
 fn nix_2_34_deletes_what_nix_daemon_deletes() {
     compare_deleting(Client::Nix234);
+}
+
+/// Our daemon in the test's namespace, with sandboxed builds from the host's shell.
+fn our_daemon_script() -> String {
+    format!(
+        r#"mkdir -p /nix/ipfs /nix/etc/nix /nix/race
+export NIX_CONF_DIR=/nix/etc/nix NIX_REMOTE=daemon
+printf 'sandbox = true\nbuild-users-group =\nextra-sandbox-paths = /usr /lib /lib64\nsubstituters =\n' > /nix/etc/nix/nix.conf
+start_daemon() {{
+  RUST_LOG=info,pkgchain_daemon::server::gc=debug PKGCHAIN_IPFS_DIR=/nix/ipfs '{daemon}' --view fuse >> /nix/daemon.log 2>&1 &
+  dpid=$!
+  for i in $(seq 1 100); do [ -S /nix/var/nix/daemon-socket/socket ] && nix-store -q --hash /nix/store/x 2>&1 | grep -qv 'cannot connect' && break; sleep 0.1; done
+  [ -S /nix/var/nix/daemon-socket/socket ] || {{ cat /nix/daemon.log; exit 1; }}
+}}
+start_daemon
+"#,
+        daemon = daemon_bin().display()
+    )
+}
+
+/// The race: 8 clients add files (with a block they all share) and build rooted
+/// derivations (whose inputs include one every build shares and nothing roots) for two
+/// minutes (`PKGCHAIN_RACE_SECONDS`), while a ninth collects garbage in a loop and old roots
+/// are dropped. No client may see an error, every rooted output must stay valid and whole,
+/// and the whole store must verify afterwards.
+#[test]
+fn collections_racing_adds_and_builds_lose_nothing() {
+    if !prerequisites(&["unshare", "nix-build", "fusermount3"]) {
+        return;
+    }
+    let seconds: u64 = std::env::var("PKGCHAIN_RACE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let script = format!(
+        r#"{start}
+cat > /nix/race/race.nix <<'NIX'
+{{ seed }}: let
+  sh = name: script: derivation {{
+    inherit name; system = builtins.currentSystem;
+    builder = "/usr/bin/sh"; args = [ "-c" script ]; PATH = "/usr/bin";
+  }};
+  shared = sh "shared" "echo shared > $out";
+  dep = sh "dep-${{seed}}" "echo ${{seed}} > $out; cat ${{shared}} >> $out";
+in sh "top-${{seed}}" "cat ${{dep}} > $out; echo ${{dep}} >> $out"
+NIX
+end=$(( $(date +%s) + {seconds} ))
+client() {{
+  i=$1; n=0; errors=0
+  run() {{ out=$("$@" 2>&1 > /dev/null) || {{ errors=$((errors+1)); printf 'ERROR client %s: %s\n%s\n' $i "$*" "$out" >> /nix/race/errors; }}; }}
+  while [ $(date +%s) -lt $end ]; do
+    n=$((n+1))
+    f=/nix/race/f-$i-$n
+    printf 'a block every client adds\n%s %s\n' $i $n > $f
+    run nix-store --add $f
+    if [ $((n % 2)) = 0 ]; then
+      run nix-build /nix/race/race.nix --argstr seed "$i-$n" -o /nix/race/root-$i-$n
+    fi
+    if [ $((n % 6)) = 0 ]; then rm -f /nix/race/root-$i-$((n-4)); fi
+  done
+  echo "client $i: $n rounds, errors $errors"
+}}
+collector() {{
+  k=0; failures=0
+  while [ $(date +%s) -lt $end ]; do
+    out=$(nix-store --gc 2>&1 > /dev/null) || {{ failures=$((failures+1)); printf 'ERROR collector:\n%s\n' "$out" >> /nix/race/errors; }}
+    k=$((k+1))
+  done
+  echo "collections $k, failures $failures"
+}}
+pids=""
+for i in 1 2 3 4 5 6 7 8; do client $i & pids="$pids $!"; done
+collector & pids="$pids $!"
+wait $pids
+if [ -e /nix/race/errors ]; then head -n 60 /nix/race/errors; grep -a "block.*missing\|WARN\|ERROR" /nix/daemon.log | head -10; fi
+roots=0
+for r in /nix/race/root-*; do
+  p=$(readlink $r); roots=$((roots+1))
+  nix-store --check-validity $p 2>/dev/null || {{ echo "LOST $p"; grep -a "$(basename $p | cut -c1-32)\|$(basename $r | sed 's/^root-//').drv" /nix/daemon.log | head -8; ls -l --time-style=full-iso $r; grep -rl "$r" /nix/var/nix/gcroots/auto 2>/dev/null | xargs -r ls -l --time-style=full-iso; }}
+  grep -q "^$(basename $r | sed 's/^root-//')$" $p || echo "WRONG $p"
+  dep=$(tail -n 1 $p); [ "$(head -n 1 $dep)" = "$(basename $r | sed 's/^root-//')" ] || echo "LOST DEP $dep"
+done
+echo "roots_checked=$roots"
+nix-store --verify --check-contents > /nix/verify.out 2>&1 && echo VERIFIED || cat /nix/verify.out
+nix-store --gc > /dev/null 2>&1 && echo "final gc ok"
+nix-store --verify --check-contents > /nix/verify.out 2>&1 && echo VERIFIED AGAIN || cat /nix/verify.out
+kill -TERM $dpid; wait $dpid || true
+grep -c "garbage collected" /nix/daemon.log || true
+"#,
+        start = our_daemon_script()
+    );
+    let out = in_namespace_ok(&script, &[]);
+    eprintln!("{out}");
+    for i in 1..=8 {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("client {i}:")))
+            .unwrap_or_else(|| panic!("client {i} did not report:\n{out}"));
+        assert!(line.ends_with("errors 0"), "{line}\n{out}");
+    }
+    assert!(out.contains("failures 0"), "{out}");
+    assert!(!out.contains("LOST") && !out.contains("WRONG"), "{out}");
+    assert!(
+        out.contains("VERIFIED\n") && out.contains("VERIFIED AGAIN\n"),
+        "{out}"
+    );
+    let roots: u64 = value(&out, "roots_checked").trim().parse().expect("count");
+    assert!(roots > 8, "too little work to mean anything:\n{out}");
+    let collections: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("collections "))
+        .and_then(|l| l.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .expect("collections");
+    assert!(collections >= 3, "{out}");
+}
+
+/// `kill -9` of the daemon in the middle of collecting 2,500 dead paths: after a
+/// restart the store verifies, the next collection finishes and leaves nothing dead, and no
+/// block is left in the collector's trash.
+#[test]
+fn a_daemon_killed_while_collecting_recovers() {
+    if !prerequisites(&["unshare", "nix-store", "fusermount3"]) {
+        return;
+    }
+    let script = format!(
+        r#"{start}
+mkdir -p /nix/files
+for i in $(seq 1 2500); do printf 'file %s\nshared line\n' $i > /nix/files/f$i; done
+nix-store --add /nix/files/* > /dev/null
+echo "dead_before=$(nix-store --gc --print-dead 2>/dev/null | grep -c '^/nix/store/')"
+nix-store --gc > /dev/null 2>&1 &
+gc=$!
+# Killed once the first batch's blocks are gone, while the rest are being deleted.
+for i in $(seq 1 1000); do grep -q "blocks deleted" /nix/daemon.log && break; sleep 0.01; done
+kill -KILL $dpid
+wait $gc || true
+wait $dpid || true
+for i in $(seq 1 100); do grep -q ' /nix/store fuse' /proc/mounts || break; sleep 0.1; done
+rm -f /nix/var/nix/daemon-socket/socket
+start_daemon
+left=$(nix-store --gc --print-dead 2>/dev/null | grep -c '^/nix/store/' || true)
+echo "dead after the kill: $left"
+grep -c "blocks deleted" /nix/daemon.log || true
+nix-store --verify --check-contents > /nix/verify.out 2>&1 && echo VERIFIED || cat /nix/verify.out
+nix-store --gc > /dev/null 2>&1 && echo "next gc ok"
+echo "dead_at_the_end=$(nix-store --gc --print-dead 2>/dev/null | grep -c '^/nix/store/' || true)"
+echo "trash=$(ls /nix/ipfs/blocks/.trash 2>/dev/null | wc -l)"
+nix-store --verify --check-contents > /nix/verify.out 2>&1 && echo VERIFIED AGAIN || cat /nix/verify.out
+kill -TERM $dpid; wait $dpid || true
+"#,
+        start = our_daemon_script()
+    );
+    let out = in_namespace_ok(&script, &[]);
+    eprintln!("{out}");
+    assert_eq!(value(&out, "dead_before").trim(), "2500", "{out}");
+    assert!(
+        out.contains("VERIFIED\n") && out.contains("VERIFIED AGAIN\n"),
+        "{out}"
+    );
+    assert!(out.contains("next gc ok"), "{out}");
+    assert_eq!(value(&out, "dead_at_the_end").trim(), "0", "{out}");
+    assert_eq!(value(&out, "trash").trim(), "0", "{out}");
 }

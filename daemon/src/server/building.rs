@@ -97,6 +97,8 @@ impl Conn {
                 }
             }
         }
+        self.root_derivation_closure(wanted.iter().map(|(d, _)| d.clone()))
+            .await?;
         let opts = self.build_options(mode);
         let builds = self.state.builds.clone();
         let built = self
@@ -113,6 +115,42 @@ impl Conn {
                 result: result.unwrap_or_else(|| BuildResult::new(BuildStatus::MiscFailure)),
             })
             .collect())
+    }
+
+    /// Temp roots, for this connection, on every derivation the build of `drvs` may visit and
+    /// every output they name (what Nix's goals do as they start): a collection running
+    /// meanwhile keeps the inputs being built from and the outputs until the client roots them.
+    /// Derivations are read without recursion; one that cannot be read is left to the build to
+    /// report.
+    async fn root_derivation_closure(
+        &mut self,
+        drvs: impl Iterator<Item = StorePath>,
+    ) -> Result<(), OpError> {
+        let store = self.state.store.clone();
+        let dir = store.store_dir().clone();
+        let mut todo: Vec<StorePath> = drvs.collect();
+        let mut seen: std::collections::HashSet<StorePath> = todo.iter().cloned().collect();
+        while let Some(drv_path) = todo.pop() {
+            self.add_temp_root(&drv_path).await.map_err(failed)?;
+            let drv = match store.read_derivation(&drv_path).await {
+                Ok(drv) => drv,
+                Err(e) => {
+                    tracing::warn!(drv = %drv_path, error = %e, "cannot read a derivation to root its outputs");
+                    continue;
+                }
+            };
+            for (name, out) in &drv.outputs {
+                if let Ok(Some(p)) = out.path(&dir, &drv.name, name) {
+                    self.add_temp_root(&p).await.map_err(failed)?;
+                }
+            }
+            for input in drv.input_drvs.keys() {
+                if seen.insert(input.clone()) {
+                    todo.push(input.clone());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The repair of `nix-store --verify --repair` (Nix's `repairPath`): each damaged path is
@@ -179,6 +217,16 @@ impl Conn {
             return Err(failed(
                 "you are not privileged to build input-addressed derivations",
             ));
+        }
+        // Its inputs and outputs are kept from a collection running meanwhile.
+        let mut keep: Vec<StorePath> = drv.input_srcs.iter().cloned().collect();
+        for (name, out) in &drv.outputs {
+            if let Ok(Some(p)) = out.path(&dir, &drv.name, name) {
+                keep.push(p);
+            }
+        }
+        for p in &keep {
+            self.add_temp_root(p).await.map_err(failed)?;
         }
         let opts = self.build_options(req.mode);
         let builds = self.state.builds.clone();

@@ -56,7 +56,8 @@ pub(super) struct Conn {
     /// This connection's number (names its temp-roots file).
     id: u64,
     /// This connection's temp roots, created with its first one; removed when it ends.
-    temp_roots: Option<TempRootsFile>,
+    /// Shared with the store's blocking work, which roots a path before adding it.
+    temp_roots: Arc<std::sync::Mutex<Option<TempRootsFile>>>,
 }
 
 /// Serves one accepted connection to its end. Never panics on what the client sends; errors
@@ -129,14 +130,19 @@ async fn serve_streams(
         state,
         scratch: WireWriter::new(),
         id,
-        temp_roots: None,
+        temp_roots: Arc::default(),
     };
     match conn.run().await {
         Ok(()) => debug!("client closed the connection"),
         Err(e) => info!(error = %e, "connection ended"),
     }
     // The temp roots go with the connection (the file is removed while still locked).
-    if let Some(file) = conn.temp_roots.take() {
+    let file = conn
+        .temp_roots
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(file) = file {
         let _ = tokio::task::spawn_blocking(move || drop(file)).await;
     }
 }
@@ -291,23 +297,28 @@ impl Conn {
     /// Keeps `path` alive for as long as this connection lasts (Nix's temp roots: a file under
     /// `temproots/` that this connection holds locked).
     pub(super) async fn add_temp_root(&mut self, path: &StorePath) -> Result<(), String> {
-        let mut file = self.temp_roots.take();
+        let keep = self.keeper();
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || (keep.0)(&path))
+            .await
+            .map_err(|e| format!("recording a temporary root: {e}"))?
+    }
+
+    /// Records a temp root of this connection, blocking (for the store's blocking work: see
+    /// [`pkgchain_store::add::CaAddRequest::keep`]).
+    pub(super) fn keeper(&self) -> pkgchain_store::add::KeepPath {
+        let file = self.temp_roots.clone();
         let layout = self.state.roots.clone();
         let name = format!("{}-{}", std::process::id(), self.id);
-        let path = path.clone();
-        let (file, result) = tokio::task::spawn_blocking(move || {
-            let result = (|| {
-                let f = match &mut file {
-                    Some(f) => f,
-                    slot => slot.insert(TempRootsFile::create(&layout, &name)?),
-                };
-                f.add(&path)
-            })();
-            (file, result)
-        })
-        .await
-        .map_err(|e| format!("recording a temporary root: {e}"))?;
-        self.temp_roots = file;
-        result.map_err(|e| e.to_string())
+        pkgchain_store::add::KeepPath(Arc::new(move |path: &StorePath| {
+            let mut slot = file.lock().unwrap_or_else(|e| e.into_inner());
+            let f = match &mut *slot {
+                Some(f) => f,
+                slot => {
+                    slot.insert(TempRootsFile::create(&layout, &name).map_err(|e| e.to_string())?)
+                }
+            };
+            f.add(path).map_err(|e| e.to_string())
+        }))
     }
 }

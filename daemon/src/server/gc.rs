@@ -269,6 +269,7 @@ impl Conn {
             freed_total += freed;
             results.bytes_freed += freed.bytes;
             for p in deleted {
+                tracing::debug!(path = %p, "deleted");
                 let shown = dir.display(&p);
                 self.log_line(&format!("deleting '{shown}'")).await?;
                 results.paths.insert(shown);

@@ -242,9 +242,8 @@ impl Conn {
             }
             Request::AddMultipleToStore(req) => {
                 let check_sigs = self.trust != Trust::Trusted || !req.dont_check_sigs;
-                for path in self.add_multiple(payload, req.repair, check_sigs).await? {
-                    self.add_temp_root(&path).await.map_err(failed)?;
-                }
+                // Each path is rooted as it arrives, before it becomes valid.
+                self.add_multiple(payload, req.repair, check_sigs).await?;
                 Reply::Nothing
             }
             Request::AddToStore(req) => {
@@ -259,6 +258,7 @@ impl Conn {
                     references: req.references,
                     dump,
                     repair: req.repair,
+                    keep: Some(self.keeper()),
                 };
                 let store2 = store.clone();
                 let info = self
@@ -281,6 +281,7 @@ impl Conn {
                     references: BTreeSet::new(),
                     dump: DumpFormat::Nar,
                     repair: false,
+                    keep: Some(self.keeper()),
                 };
                 let store2 = store.clone();
                 let info = self
@@ -300,6 +301,7 @@ impl Conn {
                     references: req.references,
                     dump: DumpFormat::Flat,
                     repair: false,
+                    keep: Some(self.keeper()),
                 };
                 let mut text: &[u8] = &req.text.0;
                 let info = store.add_to_store_ca(ca, &mut text).await?;
@@ -440,6 +442,7 @@ impl Conn {
     ) -> Result<Vec<StorePath>, OpError> {
         let cx = self.cx.clone();
         let state = self.state.clone();
+        let keep = self.keeper();
         self.with_payload(payload, None, move |data| {
             Box::pin(async move {
                 let mut r = AsyncReader::new(data);
@@ -452,6 +455,12 @@ impl Conn {
                         .await
                         .map_err(|e| failed(e.to_string()))?;
                     info.info.ultimate = false;
+                    // Rooted before it becomes valid, as each path of AddToStoreNar is.
+                    let (keep, path) = (keep.clone(), info.path.clone());
+                    tokio::task::spawn_blocking(move || (keep.0)(&path))
+                        .await
+                        .map_err(|e| failed(e.to_string()))?
+                        .map_err(failed)?;
                     add_nar(&state, &info, r.get_mut(), repair, check_sigs).await?;
                     added.push(info.path);
                 }
