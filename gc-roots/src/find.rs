@@ -20,11 +20,14 @@ const MAX_DEPTH: usize = 256;
 /// (for untrusted askers), runtime and temp roots do not say where they come from. The result
 /// holds every well-formed store path found; the caller keeps the valid ones.
 pub fn find_roots(layout: &RootsLayout, censor: bool) -> Result<Roots, RootsError> {
-    let mut roots = Roots::new();
+    // Temp roots first: a client makes a temp root permanent by linking it (a `result` link,
+    // then `AddIndirectRoot`) and only then ends, taking its temp roots with it. Read in the
+    // other order, a collector could find neither: the links before the new one, the temp
+    // roots after the client had gone (the race test found it).
+    let mut roots = read_temp_roots(layout, censor)?;
     find_link_roots(layout, &layout.gcroots_dir(), &mut roots)?;
     find_link_roots(layout, &layout.profiles_dir(), &mut roots)?;
     merge(&mut roots, find_runtime_roots(layout, censor));
-    merge(&mut roots, read_temp_roots(layout, censor)?);
     Ok(roots)
 }
 

@@ -235,7 +235,7 @@ if [ -e /nix/race/errors ]; then head -n 60 /nix/race/errors; grep -a "block.*mi
 roots=0
 for r in /nix/race/root-*; do
   p=$(readlink $r); roots=$((roots+1))
-  nix-store --check-validity $p 2>/dev/null || {{ echo "LOST $p"; grep -a "$(basename $p | cut -c1-32)\|$(basename $r | sed 's/^root-//').drv" /nix/daemon.log | head -8; ls -l --time-style=full-iso $r; grep -rl "$r" /nix/var/nix/gcroots/auto 2>/dev/null | xargs -r ls -l --time-style=full-iso; }}
+  nix-store --check-validity $p 2>/dev/null || {{ echo "LOST $p"; grep -a "$(basename $p | cut -c1-32)\|$(basename $r | sed 's/^root-//').drv" /nix/daemon.log | head -8; ls -l --time-style=full-iso $r; for a in /nix/var/nix/gcroots/auto/*; do [ "$(readlink $a)" = "$r" ] && ls -l --time-style=full-iso $a; done; }}
   grep -q "^$(basename $r | sed 's/^root-//')$" $p || echo "WRONG $p"
   dep=$(tail -n 1 $p); [ "$(head -n 1 $dep)" = "$(basename $r | sed 's/^root-//')" ] || echo "LOST DEP $dep"
 done
