@@ -172,6 +172,8 @@ start_daemon() {{
   [ -S /nix/var/nix/daemon-socket/socket ] || {{ cat /nix/daemon.log; exit 1; }}
 }}
 start_daemon
+# The daemon goes with the script, however the script ends.
+trap 'kill -TERM $dpid 2>/dev/null || true' EXIT
 "#,
         daemon = daemon_bin().display()
     )
