@@ -65,27 +65,14 @@ impl StoreDb {
         {
             blocks.push((block_cid(&row)?, block_size(&row)?));
         }
-        for statement in [
-            "DELETE FROM RealisationsRefs WHERE referrer IN (SELECT id FROM Realisations
-               WHERE output_path IN (SELECT id FROM Doomed))
-               OR reference IN (SELECT id FROM Realisations
-               WHERE output_path IN (SELECT id FROM Doomed))",
-            "DELETE FROM Refs WHERE referrer IN (SELECT id FROM Doomed)",
-        ] {
-            sqlx::query(statement).execute(&mut *tx).await?;
-        }
-        match sqlx::query("DELETE FROM ValidPaths WHERE id IN (SELECT id FROM Doomed)")
-            .execute(&mut *tx)
-            .await
-        {
-            Ok(_) => {}
+        match delete_doomed(&mut tx).await {
+            Ok(()) => {}
             Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
                 tx.rollback().await?;
                 return Err(DbError::InUse);
             }
             Err(e) => return Err(e.into()),
         }
-        sqlx::query("DELETE FROM Doomed").execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(DeletedPaths { deleted, blocks })
     }
@@ -158,6 +145,26 @@ impl StoreDb {
         }
         Ok(())
     }
+}
+
+/// Deletes the valid paths listed in the temporary table `Doomed`, with their references and
+/// realisations (the rest cascades), and empties the table. Fails with a foreign-key violation,
+/// for the caller to roll back, when a path outside the table still refers to one of them.
+pub(crate) async fn delete_doomed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+) -> Result<(), sqlx::Error> {
+    for statement in [
+        "DELETE FROM RealisationsRefs WHERE referrer IN (SELECT id FROM Realisations
+           WHERE output_path IN (SELECT id FROM Doomed))
+           OR reference IN (SELECT id FROM Realisations
+           WHERE output_path IN (SELECT id FROM Doomed))",
+        "DELETE FROM Refs WHERE referrer IN (SELECT id FROM Doomed)",
+        "DELETE FROM ValidPaths WHERE id IN (SELECT id FROM Doomed)",
+        "DELETE FROM Doomed",
+    ] {
+        sqlx::query(statement).execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// The valid paths listed in the temporary table `Doomed`.

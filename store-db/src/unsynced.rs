@@ -105,17 +105,7 @@ impl StoreDb {
         .execute(&mut *tx)
         .await?;
         let removed = crate::collect::doomed_paths(&mut tx).await?;
-        for statement in [
-            "DELETE FROM RealisationsRefs WHERE referrer IN (SELECT id FROM Realisations
-               WHERE output_path IN (SELECT id FROM Doomed))
-               OR reference IN (SELECT id FROM Realisations
-               WHERE output_path IN (SELECT id FROM Doomed))",
-            "DELETE FROM Refs WHERE referrer IN (SELECT id FROM Doomed)",
-            "DELETE FROM ValidPaths WHERE id IN (SELECT id FROM Doomed)",
-            "DELETE FROM Doomed",
-        ] {
-            sqlx::query(statement).execute(&mut *tx).await?;
-        }
+        crate::collect::delete_doomed(&mut tx).await?;
         tx.commit().await?;
         Ok(removed)
     }
