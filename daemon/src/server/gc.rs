@@ -267,7 +267,6 @@ impl Conn {
             socket.done_pending();
             let freed = freed.map_err(|e| failed(format!("deleting blocks: {e}")))?;
             freed_total += freed;
-            results.bytes_freed += freed.bytes;
             for p in deleted {
                 tracing::debug!(path = %p, "deleted");
                 let shown = dir.display(&p);
@@ -285,7 +284,7 @@ impl Conn {
                 ],
             })
             .await?;
-            if results.bytes_freed > req.max_freed {
+            if freed_total.bytes > req.max_freed {
                 self.log_line(&format!(
                     "deleted more than {} bytes; stopping",
                     req.max_freed
@@ -303,10 +302,10 @@ impl Conn {
                 .await?
                 .map_err(|e| failed(format!("deleting unreachable blocks: {e}")))?;
             freed_total += swept;
-            results.bytes_freed += swept.bytes;
         }
         self.send(&StderrMessage::StopActivity { id: activity })
             .await?;
+        results.bytes_freed = freed_total.bytes;
         drop(socket);
         drop(gc_lock);
         info!(
