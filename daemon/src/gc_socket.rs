@@ -172,3 +172,75 @@ fn serve_client(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use pkgchain_store_model::store_path::StoreDir;
+
+    use super::*;
+
+    fn answer(stream: &mut UnixStream) -> Vec<u8> {
+        let mut buf = [0u8; 1];
+        match stream.read(&mut buf) {
+            Ok(n) => buf[..n].to_vec(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// A store path becomes a temp root; garbage is answered (and logged) without one; an
+    /// over-long line ends that client's connection; the server keeps serving others.
+    #[test]
+    fn roots_garbage_and_over_long_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = RootsLayout::new(dir.path(), StoreDir::default());
+        let socket = GcSocket::start(&layout).expect("start");
+        let mut client = UnixStream::connect(layout.gc_socket()).expect("connect");
+        let root = "/nix/store/g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q-foo";
+        client
+            .write_all(format!("{root}\n").as_bytes())
+            .expect("write");
+        assert_eq!(answer(&mut client), b"1");
+        client.write_all(b"not a store path\n").expect("write");
+        assert_eq!(answer(&mut client), b"1");
+        assert_eq!(
+            socket.lock().temp_roots,
+            HashSet::from(["g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q".to_owned()])
+        );
+        let mut long = UnixStream::connect(layout.gc_socket()).expect("connect");
+        let _ = long.write_all(&vec![b'a'; MAX_LINE + 10]);
+        assert_eq!(answer(&mut long), b"", "an over-long line gets no answer");
+        let mut after = UnixStream::connect(layout.gc_socket()).expect("connect");
+        after
+            .write_all(format!("{root}\n").as_bytes())
+            .expect("write");
+        assert_eq!(answer(&mut after), b"1");
+        drop(socket);
+        assert!(
+            !layout.gc_socket().exists(),
+            "the socket goes with the server"
+        );
+    }
+
+    /// A client naming a path being deleted waits until that deletion is over.
+    #[test]
+    fn a_pending_path_makes_its_sender_wait() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = RootsLayout::new(dir.path(), StoreDir::default());
+        let socket = GcSocket::start(&layout).expect("start");
+        let hash = "g1w7hy3qg1w7hy3qg1w7hy3qg1w7hy3q";
+        socket.lock().pending.insert(hash.to_owned());
+        let mut client = UnixStream::connect(layout.gc_socket()).expect("connect");
+        client
+            .write_all(format!("/nix/store/{hash}-foo\n").as_bytes())
+            .expect("write");
+        client
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        assert_eq!(answer(&mut client), b"", "answered while pending");
+        socket.done_pending();
+        client.set_read_timeout(None).expect("timeout");
+        assert_eq!(answer(&mut client), b"1");
+    }
+}
