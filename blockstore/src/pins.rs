@@ -61,6 +61,8 @@ struct PinFiles {
     files: [Option<PinFile>; 2],
     current: usize,
     leases: [u64; 2],
+    /// The line being written, kept to save an allocation per pinned block.
+    line: String,
 }
 
 #[derive(Debug)]
@@ -100,18 +102,21 @@ impl TempPins {
     }
 
     fn pin(&self, slot: usize, cid: &Cid) -> Result<(), BlockError> {
+        use std::fmt::Write as _;
         let mut state = self.lock();
         if state.files[slot].is_none() {
             state.files[slot] = Some(self.create(slot)?);
         }
-        let Some(file) = state.files[slot].as_mut() else {
+        let PinFiles { files, line, .. } = &mut *state;
+        let Some(file) = files[slot].as_mut() else {
             return Err(BlockError::io(
                 "creating",
                 &self.dir,
                 std::io::ErrorKind::Other,
             ));
         };
-        let line = format!("{cid}\n");
+        line.clear();
+        let _ = writeln!(line, "{cid}");
         // One write of a short line to a file opened for appending: a reader sees it whole or
         // (while it is being written) as an unfinished last line, which it ignores.
         file.file
