@@ -57,7 +57,15 @@ const BATCH_MAX_BYTES: u64 = 512 * 1024 * 1024;
 /// Name of the staging directory under the root.
 const STAGING_DIR: &str = ".tmp";
 /// Name of the directory under the root where the collector moves blocks before deleting them.
-const TRASH_DIR: &str = ".trash";
+/// Where blocks were moved aside before they moved beside their shard (stores made by an
+/// older version may still have some after a crash; they are moved back).
+const OLD_TRASH_DIR: &str = ".trash";
+/// The suffix of a block the collector moved aside: `<shard>/<cid>.trash`, in its own shard
+/// directory (a rename within one directory does not take the file system's rename lock).
+const TRASH_SUFFIX: &str = ".trash";
+/// The collector's list of the blocks it is moving aside, in the pins directory: what a
+/// collector that died left there is moved back from it.
+const TRASH_JOURNAL: &str = "trashing";
 /// Name of the marker that says named blocks may not be durable yet (deferred durability).
 const UNSYNCED_MARKER: &str = ".unsynced";
 
@@ -343,8 +351,8 @@ impl BlockStore {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         let mut changed: Vec<Cid> = Vec::new();
-        self.for_each_block_file(|cid, stat| {
-            if stat.st_ctime >= since {
+        self.for_each_block_file(|cid, stat, trashed| {
+            if !trashed && stat.st_ctime >= since {
                 changed.push(cid);
             }
             Ok(())
@@ -507,70 +515,34 @@ impl BlockStore {
     }
 
     fn trash_name(cid: &Cid) -> String {
-        format!("{TRASH_DIR}/{cid}")
+        format!("{}{TRASH_SUFFIX}", relative_path(cid))
     }
 
     /// Moves a block into the trash, the collector's first step in deleting it (see [`pins`]).
-    /// Returns its size, or `None` if it was not there.
-    pub fn trash(&self, cid: &Cid) -> Result<Option<u64>, BlockError> {
-        let rel = relative_path(cid);
-        let size = match rustix::fs::statat(&self.root_fd, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW)
-        {
-            Ok(st) => st.st_size as u64,
-            Err(rustix::io::Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(BlockError::io("looking up", self.path_of(cid), e)),
-        };
-        let mut moved = rustix::fs::renameat(
+    /// Returns whether it was there.
+    pub fn trash(&self, cid: &Cid) -> Result<bool, BlockError> {
+        let moved = rustix::fs::renameat(
             &self.root_fd,
-            rel.as_str(),
+            relative_path(cid).as_str(),
             &self.root_fd,
             Self::trash_name(cid).as_str(),
         );
-        if moved == Err(rustix::io::Errno::NOENT) {
-            match rustix::fs::mkdirat(&self.root_fd, TRASH_DIR, Mode::from_raw_mode(0o700)) {
-                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => return Err(BlockError::io("creating", self.root.join(TRASH_DIR), e)),
-            }
-            moved = rustix::fs::renameat(
-                &self.root_fd,
-                rel.as_str(),
-                &self.root_fd,
-                Self::trash_name(cid).as_str(),
-            );
-        }
         match moved {
-            Ok(()) => Ok(Some(size)),
-            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::NOENT) => Ok(false),
             Err(e) => Err(BlockError::io("moving to the trash", self.path_of(cid), e)),
         }
     }
 
     /// Moves a block back from the trash (something came to rely on it meanwhile). If an add
-    /// wrote the block again meanwhile, the two files have the same bytes.
+    /// wrote the block again meanwhile, the two are the same bytes.
     pub fn untrash(&self, cid: &Cid) -> Result<(), BlockError> {
-        let rel = relative_path(cid);
-        let mut moved = rustix::fs::renameat(
+        let moved = rustix::fs::renameat(
             &self.root_fd,
             Self::trash_name(cid).as_str(),
             &self.root_fd,
-            rel.as_str(),
+            relative_path(cid).as_str(),
         );
-        if moved == Err(rustix::io::Errno::NOENT)
-            && rustix::fs::statat(
-                &self.root_fd,
-                Self::trash_name(cid).as_str(),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .is_ok()
-        {
-            self.make_shard(&rel[..2])?;
-            moved = rustix::fs::renameat(
-                &self.root_fd,
-                Self::trash_name(cid).as_str(),
-                &self.root_fd,
-                rel.as_str(),
-            );
-        }
         match moved {
             Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
             Err(e) => Err(BlockError::io(
@@ -597,10 +569,74 @@ impl BlockStore {
         }
     }
 
-    /// Moves every block in the trash back: a collector that died between moving blocks aside
-    /// and checking them again may have left blocks an add relies on. Returns how many.
+    /// Notes `cids` in the trash journal before they are moved aside, so that a collector
+    /// that dies before [`BlockStore::trash_settled`] leaves a list of what to move back.
+    pub fn trash_journal_add(&self, cids: &[Cid]) -> Result<(), BlockError> {
+        let path = self.pins_dir.join(TRASH_JOURNAL);
+        let mut text = String::with_capacity(cids.len() * 64);
+        for cid in cids {
+            text.push_str(&cid.to_string());
+            text.push('\n');
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| BlockError::io("opening", &path, e))?;
+        file.write_all(text.as_bytes())
+            .map_err(|e| BlockError::io("writing", &path, e))
+    }
+
+    /// Everything noted in the trash journal is purged or moved back: the journal is
+    /// emptied.
+    pub fn trash_settled(&self) -> Result<(), BlockError> {
+        let path = self.pins_dir.join(TRASH_JOURNAL);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(BlockError::io("removing", &path, e)),
+        }
+    }
+
+    /// Moves every block the trash journal lists back: a collector that died between moving
+    /// blocks aside and checking them again may have left blocks an add relies on (reads
+    /// find them meanwhile). Returns how many came back. A block moved aside whose line did
+    /// not reach the journal (a power cut) is left to the next sweep
+    /// ([`BlockStore::for_each_block_or_trashed`]).
     pub fn restore_trash(&self) -> Result<usize, BlockError> {
-        let dir = self.root.join(TRASH_DIR);
+        let mut restored = self.restore_old_trash()?;
+        let path = self.pins_dir.join(TRASH_JOURNAL);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(restored),
+            Err(e) => return Err(BlockError::io("reading", &path, e)),
+        };
+        // An unfinished last line names nothing moved: lines are written before the moves.
+        for line in text.split(|&b| b == b'\n') {
+            let Some(cid) = std::str::from_utf8(line)
+                .ok()
+                .and_then(|l| l.parse::<Cid>().ok())
+            else {
+                continue;
+            };
+            if rustix::fs::statat(
+                &self.root_fd,
+                Self::trash_name(&cid).as_str(),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .is_ok()
+            {
+                self.untrash(&cid)?;
+                restored += 1;
+            }
+        }
+        self.trash_settled()?;
+        Ok(restored)
+    }
+
+    /// [`BlockStore::restore_trash`] for the trash directory of older versions.
+    fn restore_old_trash(&self) -> Result<usize, BlockError> {
+        let dir = self.root.join(OLD_TRASH_DIR);
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -609,37 +645,55 @@ impl BlockStore {
         let mut restored = 0;
         for entry in entries {
             let entry = entry.map_err(|e| BlockError::io("listing", &dir, e))?;
-            match entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<Cid>().ok())
-            {
+            let name = entry.file_name();
+            let cid = name.to_str().and_then(|n| n.parse::<Cid>().ok());
+            let moved = match cid {
                 Some(cid) => {
-                    self.untrash(&cid)?;
-                    restored += 1;
+                    let rel = relative_path(&cid);
+                    self.make_shard(&rel[..2])?;
+                    std::fs::rename(entry.path(), self.root.join(&rel))
                 }
                 None => {
                     warn!(path = %entry.path().display(), "not a block file; removing it from the trash");
-                    let _ = std::fs::remove_file(entry.path());
+                    std::fs::remove_file(entry.path())
                 }
-            }
+            };
+            moved.map_err(|e| BlockError::io("moving back from the trash", entry.path(), e))?;
+            restored += usize::from(cid.is_some());
         }
+        let _ = std::fs::remove_dir(&dir);
         Ok(restored)
     }
 
     /// Calls `f` for every block file with its size. Files whose names are not CIDs are skipped
-    /// with a warning.
+    /// with a warning; blocks in the trash are skipped.
     pub fn for_each_block(
         &self,
         mut f: impl FnMut(Cid, u64) -> Result<(), BlockError>,
     ) -> Result<(), BlockError> {
-        self.for_each_block_file(|cid, stat| f(cid, stat.st_size as u64))
+        self.for_each_block_file(|cid, stat, trashed| {
+            if trashed {
+                Ok(())
+            } else {
+                f(cid, stat.st_size as u64)
+            }
+        })
     }
 
-    /// Calls `f` for every block file with its `lstat`, shard by shard in name order.
+    /// Calls `f` for every block file with its size and whether it is in the trash (moved
+    /// aside by a collector).
+    pub fn for_each_block_or_trashed(
+        &self,
+        mut f: impl FnMut(Cid, u64, bool) -> Result<(), BlockError>,
+    ) -> Result<(), BlockError> {
+        self.for_each_block_file(|cid, stat, trashed| f(cid, stat.st_size as u64, trashed))
+    }
+
+    /// Calls `f` for every block file with its `lstat` and whether it is in the trash, shard
+    /// by shard in name order.
     fn for_each_block_file(
         &self,
-        mut f: impl FnMut(Cid, &rustix::fs::Stat) -> Result<(), BlockError>,
+        mut f: impl FnMut(Cid, &rustix::fs::Stat, bool) -> Result<(), BlockError>,
     ) -> Result<(), BlockError> {
         let entries =
             std::fs::read_dir(&self.root).map_err(|e| BlockError::io("listing", &self.root, e))?;
@@ -658,13 +712,18 @@ impl BlockStore {
             for entry in entries {
                 let entry = entry.map_err(|e| BlockError::io("listing", &shard, e))?;
                 let name = entry.file_name();
-                let Some(cid) = name.to_str().and_then(|n| n.parse::<Cid>().ok()) else {
+                let name = name.to_str().unwrap_or_default();
+                let (name, trashed) = match name.strip_suffix(TRASH_SUFFIX) {
+                    Some(cid) => (cid, true),
+                    None => (name, false),
+                };
+                let Ok(cid) = name.parse::<Cid>() else {
                     warn!(path = %entry.path().display(), "not a block file");
                     continue;
                 };
                 let stat = rustix::fs::lstat(entry.path())
                     .map_err(|e| BlockError::io("inspecting", entry.path(), e))?;
-                f(cid, &stat)?;
+                f(cid, &stat, trashed)?;
             }
         }
         Ok(())
@@ -1064,22 +1123,75 @@ mod tests {
         batch.put(&cid, data).expect("put");
         batch.commit().expect("commit");
         drop(batch);
-        assert_eq!(store.trash(&cid).expect("trash"), Some(data.len() as u64));
+        assert!(store.trash(&cid).expect("trash"));
         assert!(!store.contains(&cid).expect("contains"));
-        assert_eq!(store.trash(&cid).expect("trash again"), None);
+        assert!(!store.trash(&cid).expect("trash again"));
         // Readers still find it while the collector looks again.
         assert_eq!(store.read(&cid).expect("read from the trash"), data);
         store.untrash(&cid).expect("untrash");
         assert_eq!(store.read(&cid).expect("read"), data);
-        // A collector that died with blocks in the trash: they all come back.
+        // A collector that died with blocks in the trash: those its journal lists come back
+        // (an unfinished last line is ignored); the sweep's walk sees the others as trashed.
+        let other = Cid::of(Codec::Raw, b"moved aside, its journal line lost");
+        let mut batch = store.batch().expect("batch");
+        batch
+            .put(&other, b"moved aside, its journal line lost")
+            .expect("put");
+        batch.commit().expect("commit");
+        drop(batch);
+        store.trash_journal_add(&[cid]).expect("journal");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(store.pins_dir().join(TRASH_JOURNAL))
+            .and_then(|mut f| f.write_all(b"bafk"))
+            .expect("unfinished line");
         store.trash(&cid).expect("trash");
+        store.trash(&other).expect("trash");
         assert_eq!(store.restore_trash().expect("restore"), 1);
         assert!(store.contains(&cid).expect("contains"));
+        assert!(!store.contains(&other).expect("contains"));
+        assert!(!store.pins_dir().join(TRASH_JOURNAL).exists());
+        let mut seen = Vec::new();
+        store
+            .for_each_block_or_trashed(|c, _, trashed| {
+                seen.push((c, trashed));
+                Ok(())
+            })
+            .expect("walk");
+        seen.sort();
+        let mut expected = vec![(cid, false), (other, true)];
+        expected.sort();
+        assert_eq!(seen, expected);
+        let mut plain = Vec::new();
+        store
+            .for_each_block(|c, _| {
+                plain.push(c);
+                Ok(())
+            })
+            .expect("walk");
+        assert_eq!(plain, vec![cid]);
+        store.purge(&other).expect("purge");
         store.trash(&cid).expect("trash");
         store.purge(&cid).expect("purge");
         assert_eq!(store.restore_trash().expect("restore"), 0);
         assert!(!store.contains(&cid).expect("contains"));
         assert!(matches!(store.read(&cid), Err(BlockError::Missing(_))));
+    }
+
+    /// Blocks an older version's collector left in `<root>/.trash` come back too.
+    #[test]
+    fn old_trash_directory_is_restored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open(&dir.path().join("blocks")).expect("open");
+        let data = b"left in the old trash";
+        let cid = Cid::of(Codec::Raw, data);
+        let old = dir.path().join("blocks").join(OLD_TRASH_DIR);
+        std::fs::create_dir(&old).expect("mkdir");
+        std::fs::write(old.join(cid.to_string()), data).expect("write");
+        std::fs::write(old.join("not-a-cid"), b"x").expect("write");
+        assert_eq!(store.restore_trash().expect("restore"), 1);
+        assert_eq!(store.read(&cid).expect("read"), data);
+        assert!(!old.exists());
     }
 
     #[test]

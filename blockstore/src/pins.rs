@@ -9,11 +9,12 @@
 //! [`PinLease`]: the caller keeps the lease until the path is registered.
 //!
 //! A collector (one at a time: it holds `<pins>/lock`) never deletes a block file outright. It
-//! moves its candidates into `<root>/.trash`, then reads the temp pins and the database again,
-//! moves back what became pinned or used meanwhile, and only then deletes the rest. An add that
-//! pinned a block before the collector read the pins is seen; one that pinned it later looked
-//! for it after it was moved, found it missing and wrote it again. A collector killed in
-//! between leaves blocks in the trash, which the next one moves back before it starts.
+//! lists its candidates in `<pins>/trashing`, moves each aside (`<shard>/<cid>.trash`, beside
+//! it), then reads the temp pins and the database again, moves back what became pinned or used
+//! meanwhile, and only then deletes the rest. An add that pinned a block before the collector
+//! read the pins is seen; one that pinned it later looked for it after it was moved, found it
+//! missing and wrote it again. Reads find a block moved aside. A collector killed in between
+//! leaves blocks in the trash, which the next one moves back (from its list) before it starts.
 //!
 //! Each process has two temp-pins files and writes to one at a time; a file is emptied when no
 //! lease on it is left, and writing moves to the other once the current one is large, so a

@@ -571,11 +571,11 @@ mod tests {
     use super::*;
     use pkgchain_dag::Codec;
 
-    fn sp(name: &str, n: u8) -> StorePath {
+    pub(crate) fn sp(name: &str, n: u8) -> StorePath {
         StorePath::from_parts(&[n; 20], name).expect("store path")
     }
 
-    fn new_path(path: StorePath, refs: &[&StorePath], blocks: &[&[u8]]) -> NewPath {
+    pub(crate) fn new_path(path: StorePath, refs: &[&StorePath], blocks: &[&[u8]]) -> NewPath {
         let blocks: Vec<(Cid, u64)> = blocks
             .iter()
             .map(|b| (Cid::of(Codec::Raw, b), b.len() as u64))

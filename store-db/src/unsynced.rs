@@ -105,7 +105,10 @@ impl StoreDb {
         .execute(&mut *tx)
         .await?;
         let removed = crate::collect::doomed_paths(&mut tx).await?;
-        crate::collect::delete_doomed(&mut tx).await?;
+        // The closure holds every referrer: nothing outside it can refer into it.
+        if crate::collect::delete_doomed(&mut tx).await? != crate::collect::Doomed::Deleted {
+            return Err(DbError::InUse);
+        }
         tx.commit().await?;
         Ok(removed)
     }

@@ -20,6 +20,14 @@ use crate::{Store, StoreError};
 /// Most blocks one pinned DAG may have (a bound on the walk, far above any real tree).
 const MAX_PINNED_DAG_BLOCKS: usize = 64 * 1024 * 1024;
 
+/// Threads that move and delete block files at once. Deleting a file waits for the disk
+/// (freeing its extents, a discard where the file system is mounted with one); several in
+/// flight keep the device busy (16 deleted 50,000 small files 3x faster than 2 on a 2-CPU
+/// virtual machine; more gained nothing).
+const FILE_THREADS: usize = 16;
+/// Fewest files worth a thread of their own.
+const FILES_PER_THREAD: usize = 32;
+
 /// Blocks deleted by one collection step.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Freed {
@@ -70,8 +78,9 @@ impl Store {
         }
     }
 
-    /// Deletes those of `candidates` that no valid path uses, no temp pin holds and
-    /// `protected` does not list. The caller holds [`Store::lock_for_collection`]. Blocking.
+    /// Deletes the files of `candidates`, blocks whose rows [`Store::delete_paths`] deleted,
+    /// except those a temp pin holds, `protected` lists or a path registered since uses. The
+    /// caller holds [`Store::lock_for_collection`]. Blocking.
     pub fn collect_blocks(
         &self,
         _lock: &CollectorLock,
@@ -81,14 +90,13 @@ impl Store {
         if candidates.is_empty() {
             return Ok(Freed::default());
         }
-        let cids: Vec<Cid> = candidates.iter().map(|(c, _)| *c).collect();
         let pinned = pins::read_temp_pins(self.blocks().pins_dir())?;
-        let used = self.runtime().block_on(self.db().blocks_in_use(&cids))?;
-        let doomed: Vec<Cid> = cids
-            .into_iter()
-            .filter(|c| !used.contains(c) && !pinned.contains(c) && !protected.contains(c))
+        let doomed: Vec<(Cid, u64)> = candidates
+            .iter()
+            .filter(|(c, _)| !pinned.contains(c) && !protected.contains(c))
+            .copied()
             .collect();
-        self.delete_blocks(&doomed, protected)
+        Ok(self.delete_blocks(&doomed, protected)?.0)
     }
 
     /// Deletes every block, on disk or listed, that no valid path uses, no temp pin holds and
@@ -102,39 +110,63 @@ impl Store {
         let pinned = pins::read_temp_pins(self.blocks().pins_dir())?;
         let used = self.runtime().block_on(self.db().all_blocks_in_use())?;
         let keep = |c: &Cid| used.contains(c) || pinned.contains(c) || protected.contains(c);
-        let mut doomed: Vec<Cid> = Vec::new();
-        self.blocks().for_each_block(|cid, _| {
-            if !keep(&cid) {
-                doomed.push(cid);
-            }
-            Ok(())
-        })?;
+        let mut doomed: Vec<(Cid, u64)> = Vec::new();
+        let mut freed = Freed::default();
+        self.blocks()
+            .for_each_block_or_trashed(|cid, size, trashed| {
+                match (trashed, keep(&cid)) {
+                    (false, false) => doomed.push((cid, size)),
+                    (false, true) => {}
+                    // Moved aside by a collector whose list of them was lost (a power cut). An
+                    // add never relies on a block in the trash (it found it missing and wrote
+                    // it again), so what nothing needs goes at once; the rest comes back.
+                    (true, true) => self.blocks().untrash(&cid)?,
+                    (true, false) => {
+                        self.blocks().purge(&cid)?;
+                        freed.blocks += 1;
+                        freed.bytes += size;
+                    }
+                }
+                Ok(())
+            })?;
         let listed = self.runtime().block_on(self.db().unused_blocks())?;
-        let on_disk: HashSet<Cid> = doomed.iter().copied().collect();
+        let on_disk: HashSet<Cid> = doomed.iter().map(|(c, _)| *c).collect();
         doomed.extend(
             listed
                 .into_iter()
-                .map(|(c, _)| c)
-                .filter(|c| !keep(c) && !on_disk.contains(c)),
+                .filter(|(c, _)| !keep(c) && !on_disk.contains(c)),
         );
         // The walk takes a while: what adds registered or pinned meanwhile is left alone
         // before anything is moved aside.
         let pinned = pins::read_temp_pins(self.blocks().pins_dir())?;
-        let used = self.runtime().block_on(self.db().blocks_in_use(&doomed))?;
-        doomed.retain(|c| !used.contains(c) && !pinned.contains(c));
-        self.delete_blocks(&doomed, protected)
+        let cids: Vec<Cid> = doomed.iter().map(|(c, _)| *c).collect();
+        let used = self.runtime().block_on(self.db().blocks_in_use(&cids))?;
+        doomed.retain(|(c, _)| !used.contains(c) && !pinned.contains(c));
+        let (deleted, gone) = self.delete_blocks(&doomed, protected)?;
+        self.runtime().block_on(self.db().forget_blocks(&gone))?;
+        freed += deleted;
+        Ok(freed)
     }
 
     /// Moves `doomed` into the trash, looks at the temp pins and the database again, moves
-    /// back what came to be needed meanwhile and deletes the rest (files, then rows).
-    fn delete_blocks(&self, doomed: &[Cid], protected: &HashSet<Cid>) -> Result<Freed, StoreError> {
+    /// back what came to be needed meanwhile and deletes the rest. Returns what was freed
+    /// and every block of `doomed` now gone (whose rows, if any, are the caller's).
+    fn delete_blocks(
+        &self,
+        doomed: &[(Cid, u64)],
+        protected: &HashSet<Cid>,
+    ) -> Result<(Freed, Vec<Cid>), StoreError> {
         let blocks: &BlockStore = self.blocks();
+        let cids: Vec<Cid> = doomed.iter().map(|(c, _)| *c).collect();
+        blocks.trash_journal_add(&cids)?;
+        let moved = in_parallel(doomed, |(cid, _)| blocks.trash(cid))?;
         let mut trashed: Vec<(Cid, u64)> = Vec::new();
         let mut gone: Vec<Cid> = Vec::new();
-        for cid in doomed {
-            match blocks.trash(cid)? {
-                Some(size) => trashed.push((*cid, size)),
-                None => gone.push(*cid),
+        for (&(cid, size), moved) in doomed.iter().zip(moved) {
+            if moved {
+                trashed.push((cid, size));
+            } else {
+                gone.push(cid);
             }
         }
         let pinned = pins::read_temp_pins(blocks.pins_dir())?;
@@ -143,22 +175,24 @@ impl Store {
             .runtime()
             .block_on(self.db().blocks_in_use(&trashed_cids))?;
         let mut freed = Freed::default();
+        let mut purge = Vec::with_capacity(trashed.len());
         for (cid, size) in trashed {
             if used.contains(&cid) || pinned.contains(&cid) || protected.contains(&cid) {
                 debug!(%cid, "came to be needed during collection; moved back");
                 blocks.untrash(&cid)?;
             } else {
-                blocks.purge(&cid)?;
-                gone.push(cid);
+                purge.push(cid);
                 freed.blocks += 1;
                 freed.bytes += size;
             }
         }
-        self.runtime().block_on(self.db().forget_blocks(&gone))?;
+        in_parallel(&purge, |cid| blocks.purge(cid))?;
+        blocks.trash_settled()?;
+        gone.extend(purge);
         if freed.blocks > 0 {
             info!(blocks = freed.blocks, bytes = freed.bytes, "blocks deleted");
         }
-        Ok(freed)
+        Ok((freed, gone))
     }
 
     /// Every block of the DAG at `root` that is on disk (a pin keeps them all). Missing
@@ -194,6 +228,34 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// `op` on every item, on up to [`FILE_THREADS`] threads; the results in `items`' order, or
+/// the first error (the other threads finish their share first).
+fn in_parallel<T: Sync, R: Send, E: Send>(
+    items: &[T],
+    op: impl Fn(&T) -> Result<R, E> + Sync,
+) -> Result<Vec<R>, E> {
+    let threads = (items.len() / FILES_PER_THREAD).clamp(1, FILE_THREADS);
+    if threads == 1 {
+        return items.iter().map(&op).collect();
+    }
+    let per_thread = items.len().div_ceil(threads);
+    let op = &op;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(move || chunk.iter().map(op).collect::<Result<Vec<R>, E>>()))
+            .collect();
+        let mut results = Vec::with_capacity(items.len());
+        for worker in workers {
+            match worker.join() {
+                Ok(done) => results.extend(done?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(results)
+    })
 }
 
 #[cfg(test)]

@@ -276,9 +276,9 @@ grep -c "garbage collected" /nix/daemon.log || true
     assert!(collections >= 3, "{out}");
 }
 
-/// `kill -9` of the daemon in the middle of collecting 2,500 dead paths: after a
-/// restart the store verifies, the next collection finishes and leaves nothing dead, and no
-/// block is left in the collector's trash.
+/// `kill -9` of the daemon in the middle of collecting 2,500 dead paths, while it moves
+/// their blocks aside: after a restart the store verifies, the next collection finishes and
+/// leaves nothing dead, and no block is left in the collector's trash.
 #[test]
 fn a_daemon_killed_while_collecting_recovers() {
     if !prerequisites(&["unshare", "nix-store", "fusermount3"]) {
@@ -292,8 +292,11 @@ nix-store --add /nix/files/* > /dev/null
 echo "dead_before=$(nix-store --gc --print-dead 2>/dev/null | grep -c '^/nix/store/')"
 nix-store --gc > /dev/null 2>&1 &
 gc=$!
-# Killed once the first batch's blocks are gone, while the rest are being deleted.
-for i in $(seq 1 1000); do grep -q "blocks deleted" /nix/daemon.log && break; sleep 0.01; done
+# Killed while blocks are moved aside (the collector's list of them exists), the paths
+# already gone from the database.
+for i in $(seq 1 3000); do [ -e /nix/ipfs/pins/trashing ] && break; sleep 0.005; done
+echo "journal_seen=$([ -e /nix/ipfs/pins/trashing ] && echo yes || echo no)"
+echo "moved_aside=$(find /nix/ipfs/blocks -name '*.trash' | wc -l)"
 kill -KILL $dpid
 wait $gc || true
 wait $dpid || true
@@ -306,7 +309,7 @@ grep -c "blocks deleted" /nix/daemon.log || true
 nix-store --verify --check-contents > /nix/verify.out 2>&1 && echo VERIFIED || cat /nix/verify.out
 nix-store --gc > /dev/null 2>&1 && echo "next gc ok"
 echo "dead_at_the_end=$(nix-store --gc --print-dead 2>/dev/null | grep -c '^/nix/store/' || true)"
-echo "trash=$(ls /nix/ipfs/blocks/.trash 2>/dev/null | wc -l)"
+echo "trash=$(find /nix/ipfs/blocks -name '*.trash' | wc -l) $(ls /nix/ipfs/pins/trashing 2>/dev/null)"
 nix-store --verify --check-contents > /nix/verify.out 2>&1 && echo VERIFIED AGAIN || cat /nix/verify.out
 kill -TERM $dpid; wait $dpid || true
 "#,
@@ -315,6 +318,7 @@ kill -TERM $dpid; wait $dpid || true
     let out = in_namespace_ok(&script, &[]);
     eprintln!("{out}");
     assert_eq!(value(&out, "dead_before").trim(), "2500", "{out}");
+    assert_eq!(value(&out, "journal_seen").trim(), "yes", "{out}");
     assert!(
         out.contains("VERIFIED\n") && out.contains("VERIFIED AGAIN\n"),
         "{out}"

@@ -7,8 +7,8 @@
 //! deleted makes its sender wait. Dead paths go in batches, referrers first, each batch one
 //! database transaction (refused whole, then retried path by path, if a path registered since
 //! the graph was read refers into it); then the blocks they used that nothing else needs
-//! (see [`pkgchain_store::collect`]); at the end of a full collection, every block no path or
-//! pin reaches. Pins (`<ipfs>/pins/per-user/...`) keep their DAGs; dangling pins are removed.
+//! (see [`pkgchain_store::collect`]), on several threads while the next batch's paths are
+//! deleted; at the end of a full collection, every block no path or pin reaches. Pins (`<ipfs>/pins/per-user/...`) keep their DAGs; dangling pins are removed.
 //!
 //! A collection stopped at any point (the client gone, the daemon killed) leaves a consistent
 //! store: a path is deleted before its blocks, and blocks are moved aside before they are
@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pkgchain_gc::{Keep, ReferenceGraph};
 use pkgchain_protocol::activity::{ActivityType, Field, ResultType};
@@ -32,7 +33,7 @@ use super::ops::{OpError, failed};
 use crate::gc_socket::GcSocket;
 
 /// Paths deleted per database transaction when nothing limits the bytes to free.
-const BATCH: usize = 512;
+const BATCH: usize = 4096;
 /// The activity level Nix's `lvlInfo` has on the wire.
 const LEVEL_INFO: u64 = 3;
 
@@ -214,97 +215,119 @@ impl Conn {
             parent: 0,
         })
         .await?;
-        let mut results = GcResults {
-            paths: BTreeSet::new(),
-            bytes_freed: 0,
+        let mut tally = Tally {
+            results: GcResults {
+                paths: BTreeSet::new(),
+                bytes_freed: 0,
+            },
+            freed: Freed::default(),
+            timing: PhaseTimes::default(),
+            dir: dir.clone(),
+            activity,
+            total: order.len(),
+            max_freed: req.max_freed,
         };
         for p in &absent {
             // Nix "deletes" a named path that is not valid too (there is nothing to free).
             let shown = dir.display(p);
             self.log_line(&format!("deleting '{shown}'")).await?;
-            results.paths.insert(shown);
+            tally.results.paths.insert(shown);
         }
-        let batch_size = if req.max_freed == u64::MAX { BATCH } else { 1 };
+        // Without a limit on the bytes freed, a batch's blocks are deleted while the next
+        // batch's paths are: the disk and the database work at once. With one, each path's
+        // bytes are counted before the next is touched.
+        let pipelined = req.max_freed == u64::MAX;
+        let batch_size = if pipelined { BATCH } else { 1 };
         let mut spared = vec![false; graph.len()];
-        let mut freed_total = Freed::default();
         let mut next = 0usize;
         let mut stopped_at_max = false;
-        while next < order.len() {
-            // Take the next batch, sparing paths that became temp roots meanwhile; the rest
-            // are "pending" until deleted, so a client naming one waits for that.
-            let mut batch: Vec<u32> = Vec::new();
-            {
-                let mut shared = socket.lock();
-                while next < order.len() && batch.len() < batch_size {
-                    let i = order[next];
-                    next += 1;
-                    if spared[i as usize] {
-                        continue;
+        let mut in_flight: Option<BlocksInFlight> = None;
+        while next < order.len() || in_flight.is_some() {
+            if next < order.len() {
+                // Take the next batch, sparing paths that became temp roots meanwhile; the
+                // rest are "pending" until deleted, so a client naming one waits for that.
+                let mut batch: Vec<u32> = Vec::new();
+                {
+                    let mut shared = socket.lock();
+                    while next < order.len() && batch.len() < batch_size {
+                        let i = order[next];
+                        next += 1;
+                        if spared[i as usize] {
+                            continue;
+                        }
+                        let Some(path) = graph.path(i) else { continue };
+                        if shared.temp_roots.contains(path.hash_part()) {
+                            spare(&graph, i, keep, &mut spared);
+                            continue;
+                        }
+                        shared.pending.insert(path.hash_part().to_owned());
+                        batch.push(i);
                     }
-                    let Some(path) = graph.path(i) else { continue };
-                    if shared.temp_roots.contains(path.hash_part()) {
-                        spare(&graph, i, keep, &mut spared);
-                        continue;
+                }
+                let started = Instant::now();
+                let deleted = self
+                    .delete_batch(&store, &graph, &batch, keep, &mut spared)
+                    .await;
+                tally.timing.paths += started.elapsed();
+                // Gone from the database: an add of one of them from now on makes new
+                // blocks, which the temp pins keep from this collection.
+                socket.done_pending();
+                let (deleted, candidates) = match deleted {
+                    Ok(d) => d,
+                    Err(e) => {
+                        if let Some(previous) = in_flight.take() {
+                            // Its outcome is moot; it must end before the lock is dropped.
+                            let _ = previous.task.await;
+                        }
+                        return Err(e);
                     }
-                    shared.pending.insert(path.hash_part().to_owned());
-                    batch.push(i);
+                };
+                // One batch's blocks at a time.
+                if let Some(previous) = in_flight.take() {
+                    stopped_at_max = self.finish_batch(previous, &mut tally).await?;
+                    if stopped_at_max {
+                        break;
+                    }
+                }
+                let (store2, lock2, protected2) =
+                    (store.clone(), blocks_lock.clone(), protected.clone());
+                in_flight = Some(BlocksInFlight {
+                    task: tokio::task::spawn_blocking(move || {
+                        store2.collect_blocks(&lock2, &candidates, &protected2)
+                    }),
+                    deleted,
+                    done: next,
+                });
+                if pipelined {
+                    continue;
                 }
             }
-            let deleted = self
-                .delete_batch(&store, &graph, &batch, keep, &mut spared)
-                .await;
-            let (deleted, candidates) = match deleted {
-                Ok(d) => d,
-                Err(e) => {
-                    socket.done_pending();
-                    return Err(e);
+            if let Some(current) = in_flight.take() {
+                stopped_at_max = self.finish_batch(current, &mut tally).await?;
+                if stopped_at_max {
+                    break;
                 }
-            };
-            let (store2, lock2, protected2) =
-                (store.clone(), blocks_lock.clone(), protected.clone());
-            let freed =
-                blocking(move || store2.collect_blocks(&lock2, &candidates, &protected2)).await?;
-            socket.done_pending();
-            let freed = freed.map_err(|e| failed(format!("deleting blocks: {e}")))?;
-            freed_total += freed;
-            for p in deleted {
-                tracing::debug!(path = %p, "deleted");
-                let shown = dir.display(&p);
-                self.log_line(&format!("deleting '{shown}'")).await?;
-                results.paths.insert(shown);
-            }
-            self.send(&StderrMessage::Result {
-                id: activity,
-                result_type: ResultType::Progress,
-                fields: vec![
-                    Field::Int(next as u64),
-                    Field::Int(order.len() as u64),
-                    Field::Int(0),
-                    Field::Int(0),
-                ],
-            })
-            .await?;
-            if freed_total.bytes > req.max_freed {
-                self.log_line(&format!(
-                    "deleted more than {} bytes; stopping",
-                    req.max_freed
-                ))
-                .await?;
-                stopped_at_max = true;
-                break;
             }
         }
         // 5. A whole collection also takes every block nothing reaches (crash leftovers).
         if req.action == GcAction::DeleteDead && !stopped_at_max {
             let (store2, lock2, protected2) =
                 (store.clone(), blocks_lock.clone(), protected.clone());
+            let started = Instant::now();
             let swept = blocking(move || store2.sweep_blocks(&lock2, &protected2))
                 .await?
                 .map_err(|e| failed(format!("deleting unreachable blocks: {e}")))?;
-            freed_total += swept;
+            tally.timing.sweep += started.elapsed();
+            tally.freed += swept;
         }
         self.send(&StderrMessage::StopActivity { id: activity })
             .await?;
+        let Tally {
+            mut results,
+            freed: freed_total,
+            timing,
+            ..
+        } = tally;
         results.bytes_freed = freed_total.bytes;
         drop(socket);
         drop(gc_lock);
@@ -312,6 +335,11 @@ impl Conn {
             paths = results.paths.len(),
             blocks = freed_total.blocks,
             bytes = freed_total.bytes,
+            paths_secs = timing.paths.as_secs_f64(),
+            blocks_secs = timing.blocks.as_secs_f64(),
+            messages_secs = timing.messages.as_secs_f64(),
+            sweep_secs = timing.sweep.as_secs_f64(),
+            waiting_secs = timing.waiting.as_secs_f64(),
             "garbage collected"
         );
         if let Some(path) = refused {
@@ -321,6 +349,52 @@ impl Conn {
             )));
         }
         Ok(results)
+    }
+
+    /// Waits for a batch's blocks to be deleted, then tells the client which paths went and
+    /// how far the collection is. Returns whether `max_freed` is reached (and says so).
+    async fn finish_batch(
+        &mut self,
+        batch: BlocksInFlight,
+        tally: &mut Tally,
+    ) -> Result<bool, OpError> {
+        let started = Instant::now();
+        let freed = batch
+            .task
+            .await
+            .map_err(|e| failed(format!("internal error: {e}")))?
+            .map_err(|e| failed(format!("deleting blocks: {e}")))?;
+        tally.timing.blocks += started.elapsed();
+        tally.freed += freed;
+        let told = Instant::now();
+        for p in batch.deleted {
+            tracing::debug!(path = %p, "deleted");
+            let shown = tally.dir.display(&p);
+            self.log_line(&format!("deleting '{shown}'")).await?;
+            tally.results.paths.insert(shown);
+        }
+        self.send(&StderrMessage::Result {
+            id: tally.activity,
+            result_type: ResultType::Progress,
+            fields: vec![
+                Field::Int(batch.done as u64),
+                Field::Int(tally.total as u64),
+                Field::Int(0),
+                Field::Int(0),
+            ],
+        })
+        .await?;
+        tally.timing.messages += told.elapsed();
+        tally.timing.waiting += started.elapsed();
+        if tally.freed.bytes > tally.max_freed {
+            self.log_line(&format!(
+                "deleted more than {} bytes; stopping",
+                tally.max_freed
+            ))
+            .await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Deletes one batch (one transaction; path by path if something now refers into it, a
@@ -375,6 +449,49 @@ impl Conn {
         }
         Ok((deleted, blocks))
     }
+}
+
+/// A batch whose paths are deleted and whose blocks are being deleted.
+struct BlocksInFlight {
+    /// Deleting the blocks.
+    task: tokio::task::JoinHandle<Result<Freed, pkgchain_store::StoreError>>,
+    /// The paths deleted.
+    deleted: Vec<StorePath>,
+    /// How many paths of the deletion order were taken up to this batch.
+    done: usize,
+}
+
+/// What a collection has done so far, and what it tells the client with.
+struct Tally {
+    /// The paths deleted so far (the reply).
+    results: GcResults,
+    /// The blocks deleted so far.
+    freed: Freed,
+    /// Where the time went.
+    timing: PhaseTimes,
+    /// How paths are shown.
+    dir: pkgchain_store_model::store_path::StoreDir,
+    /// The progress activity.
+    activity: u64,
+    /// Paths to delete in all.
+    total: usize,
+    /// The client's limit on the bytes freed.
+    max_freed: u64,
+}
+
+/// Where a collection's deleting time went (logged at its end).
+#[derive(Debug, Default)]
+struct PhaseTimes {
+    /// Deleting paths from the database.
+    paths: Duration,
+    /// Deleting the blocks they used.
+    blocks: Duration,
+    /// Telling the client.
+    messages: Duration,
+    /// The final sweep of unreachable blocks.
+    sweep: Duration,
+    /// Waiting for a batch's blocks (and telling the client), deleting no paths meanwhile.
+    waiting: Duration,
 }
 
 /// Marks `i` and everything it keeps alive as spared.
