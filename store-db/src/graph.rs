@@ -3,9 +3,11 @@
 //! for the garbage collector ([`pkgchain_gc`]) to decide liveness in memory.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use pkgchain_gc::ReferenceGraph;
-use sqlx::Row;
+use pkgchain_store_model::store_path::StorePath;
+use rusqlite::{Connection, OpenFlags};
 
 use crate::{DbError, StoreDb, stored_path};
 
@@ -13,61 +15,86 @@ impl StoreDb {
     /// Every valid path with its references, deriver and outputs, read in one transaction
     /// (three queries, whatever the store's size).
     pub async fn reference_graph(&self) -> Result<ReferenceGraph, DbError> {
-        let mut tx = self.readers.begin().await?;
-        let mut graph = ReferenceGraph::new();
-        let mut by_id: HashMap<i64, u32> = HashMap::new();
-        let mut derivers: Vec<(u32, String)> = Vec::new();
-        let full = || DbError::Corrupt {
-            what: "reference graph",
-            path: String::new(),
-            detail: "more valid paths than the collector can index".to_owned(),
-        };
-        for row in sqlx::query("SELECT id, path, deriver FROM ValidPaths")
-            .fetch_all(&mut *tx)
-            .await?
-        {
-            let id: i64 = row.try_get(0)?;
-            let name: String = row.try_get(1)?;
-            let deriver: Option<String> = row.try_get(2)?;
-            let path = stored_path("path", &name, &name)?;
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || read_graph(&file))
+            .await
+            .map_err(|e| DbError::Corrupt {
+                what: "reference graph",
+                path: String::new(),
+                detail: format!("the reading thread failed: {e}"),
+            })?
+    }
+}
+
+/// [`StoreDb::reference_graph`] on a read-only connection of its own: rows go straight into
+/// the graph, not one by one through sqlx's database thread. Blocking.
+fn read_graph(file: &Path) -> Result<ReferenceGraph, DbError> {
+    let mut conn = Connection::open_with_flags(
+        file,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let tx = conn.transaction()?;
+    let mut graph = ReferenceGraph::new();
+    let mut by_id: HashMap<i64, u32> = HashMap::new();
+    let mut derivers: Vec<(u32, String)> = Vec::new();
+    let full = || DbError::Corrupt {
+        what: "reference graph",
+        path: String::new(),
+        detail: "more valid paths than the collector can index".to_owned(),
+    };
+    {
+        let mut paths = tx.prepare("SELECT id, path, deriver FROM ValidPaths")?;
+        let mut rows = paths.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let name = text(row.get_ref(1)?)?.unwrap_or_default();
+            let path = stored_path("path", name, name)?;
             let index = graph.add_path(path).map_err(|_| full())?;
             by_id.insert(id, index);
-            if let Some(d) = deriver {
-                derivers.push((index, d));
+            if let Some(d) = text(row.get_ref(2)?)? {
+                derivers.push((index, d.to_owned()));
             }
         }
-        for row in sqlx::query("SELECT referrer, reference FROM Refs")
-            .fetch_all(&mut *tx)
-            .await?
-        {
-            let (referrer, reference): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        let mut refs = tx.prepare("SELECT referrer, reference FROM Refs")?;
+        let mut rows = refs.query([])?;
+        while let Some(row) = rows.next()? {
+            let (referrer, reference): (i64, i64) = (row.get(0)?, row.get(1)?);
             if let (Some(&a), Some(&b)) = (by_id.get(&referrer), by_id.get(&reference)) {
                 graph.add_reference(a, b);
             }
         }
-        for row in sqlx::query("SELECT drv, path FROM DerivationOutputs")
-            .fetch_all(&mut *tx)
-            .await?
-        {
-            let drv: i64 = row.try_get(0)?;
-            let out: String = row.try_get(1)?;
+        let mut outputs = tx.prepare("SELECT drv, path FROM DerivationOutputs")?;
+        let mut rows = outputs.query([])?;
+        while let Some(row) = rows.next()? {
+            let drv: i64 = row.get(0)?;
             // An output that is not valid is no node of the graph.
-            let Ok(out) = pkgchain_store_model::store_path::StorePath::from_base_name(&out) else {
+            let Ok(out) = StorePath::from_base_name(text(row.get_ref(1)?)?.unwrap_or_default())
+            else {
                 continue;
             };
             if let (Some(&d), Some(o)) = (by_id.get(&drv), graph.index_of(&out)) {
                 graph.add_output(d, o);
             }
         }
-        tx.rollback().await?;
-        for (output, deriver) in derivers {
-            // A deriver that is not valid (collected before) keeps nothing.
-            if let Ok(d) = pkgchain_store_model::store_path::StorePath::from_base_name(&deriver)
-                && let Some(d) = graph.index_of(&d)
-            {
-                graph.set_deriver(output, d);
-            }
-        }
-        Ok(graph)
     }
+    tx.rollback()?;
+    for (output, deriver) in derivers {
+        // A deriver that is not valid (collected before) keeps nothing.
+        if let Ok(d) = StorePath::from_base_name(&deriver)
+            && let Some(d) = graph.index_of(&d)
+        {
+            graph.set_deriver(output, d);
+        }
+    }
+    Ok(graph)
+}
+
+/// A text column's value (`None` for NULL); anything else is a damaged database.
+fn text(value: rusqlite::types::ValueRef<'_>) -> Result<Option<&str>, DbError> {
+    value.as_str_or_null().map_err(|e| DbError::Corrupt {
+        what: "reference graph",
+        path: String::new(),
+        detail: e.to_string(),
+    })
 }

@@ -180,6 +180,8 @@ pub struct StoreDb {
     registrar: Arc<register::Registrar>,
     /// Whether registrations are recorded in `UnsyncedPaths` (see [`unsynced`]).
     track_unsynced: Arc<std::sync::atomic::AtomicBool>,
+    /// The database file (bulk reads open a connection of their own on it).
+    file: Arc<std::path::Path>,
 }
 
 fn is_busy(e: &sqlx::Error) -> bool {
@@ -246,6 +248,7 @@ impl StoreDb {
             writer,
             infos: Arc::new(info_cache::InfoCache::new()),
             registrar: Arc::new(register::Registrar::open(file)?),
+            file: Arc::from(file),
             track_unsynced: Arc::default(),
         })
     }

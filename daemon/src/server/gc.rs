@@ -72,10 +72,13 @@ impl Conn {
 
     /// The valid paths on one side of the liveness line.
     async fn live_or_dead(&mut self, keep: Keep, want_live: bool) -> Result<GcResults, OpError> {
+        let started = Instant::now();
         self.log_line("finding garbage collector roots...").await?;
         let roots = self.roots_now().await?;
+        let roots_secs = started.elapsed().as_secs_f64();
         self.log_line("determining live/dead paths...").await?;
         let graph = self.reference_graph().await?;
+        let graph_secs = started.elapsed().as_secs_f64() - roots_secs;
         let dir = self.state.store.store_dir().clone();
         let (valid, paths) = blocking(move || {
             let live = pkgchain_gc::live(&graph, &roots, keep);
@@ -93,6 +96,9 @@ impl Conn {
             valid,
             returned = paths.len(),
             live = want_live,
+            roots_secs,
+            graph_secs,
+            secs = started.elapsed().as_secs_f64(),
             "live and dead paths decided"
         );
         Ok(GcResults {
