@@ -327,3 +327,55 @@ kill -TERM $dpid; wait $dpid || true
     assert_eq!(value(&out, "dead_at_the_end").trim(), "0", "{out}");
     assert_eq!(value(&out, "trash").trim(), "0", "{out}");
 }
+
+/// A client that goes away stops its collection at the next batch (Nix's daemon stops when
+/// writing to the client fails, too): some of the 9,000 dead paths (three batches) are left, the deleted
+/// batches' blocks are gone with them, and the next collection finishes with a store that
+/// verifies and nothing left aside.
+#[test]
+fn a_collection_stops_when_its_client_goes_away() {
+    if !prerequisites(&["unshare", "nix-store", "fusermount3"]) {
+        return;
+    }
+    let script = format!(
+        r#"{start}
+mkdir -p /nix/files
+for i in $(seq 1 9000); do printf 'file %s\n' $i > /nix/files/f$i; done
+nix-store --add /nix/files/* > /dev/null
+echo "dead_before=$(nix-store --gc --print-dead 2>/dev/null | grep -c '^/nix/store/')"
+blocks_before=$(find /nix/ipfs/blocks -type f | wc -l)
+nix-store --gc > /nix/gc.out 2> /nix/gc.err &
+gc=$!
+# Gone as soon as the first batch is reported.
+for i in $(seq 1 3000); do grep -q "^deleting '" /nix/gc.err && break; sleep 0.005; done
+kill -KILL $gc
+wait $gc || true
+for i in $(seq 1 100); do grep -q "connection ended" /nix/daemon.log && break; sleep 0.1; done
+grep -c "connection ended.*Broken pipe" /nix/daemon.log || true
+left=$(nix-store --gc --print-dead 2>/dev/null | grep -c '^/nix/store/' || true)
+echo "dead_after_stop=$left"
+echo "blocks_gone=$(( blocks_before - $(find /nix/ipfs/blocks -type f | wc -l) ))"
+nix-store --verify --check-contents > /nix/verify.out 2>&1 && echo VERIFIED || cat /nix/verify.out
+nix-store --gc > /dev/null 2>&1 && echo "next gc ok"
+echo "dead_at_the_end=$(nix-store --gc --print-dead 2>/dev/null | grep -c '^/nix/store/' || true)"
+echo "trash=$(find /nix/ipfs/blocks -name '*.trash' | wc -l) $(ls /nix/ipfs/pins/trashing 2>/dev/null)"
+"#,
+        start = our_daemon_script()
+    );
+    let out = in_namespace_ok(&script, &[]);
+    eprintln!("{out}");
+    assert_eq!(value(&out, "dead_before").trim(), "9000", "{out}");
+    let left: u64 = value(&out, "dead_after_stop")
+        .trim()
+        .parse()
+        .expect("count");
+    assert!(left > 0 && left < 9000, "{out}");
+    // The deleted paths' blocks (one each) went with them, even those of the batch being
+    // deleted when the client went.
+    let gone: u64 = value(&out, "blocks_gone").trim().parse().expect("count");
+    assert_eq!(gone, 9000 - left, "{out}");
+    assert!(out.contains("VERIFIED\n"), "{out}");
+    assert!(out.contains("next gc ok"), "{out}");
+    assert_eq!(value(&out, "dead_at_the_end").trim(), "0", "{out}");
+    assert_eq!(value(&out, "trash").trim(), "0", "{out}");
+}

@@ -282,28 +282,44 @@ impl Conn {
                     Ok(d) => d,
                     Err(e) => {
                         if let Some(previous) = in_flight.take() {
-                            // Its outcome is moot; it must end before the lock is dropped.
-                            let _ = previous.task.await;
+                            previous.settle().await;
                         }
                         return Err(e);
                     }
                 };
-                // One batch's blocks at a time.
-                if let Some(previous) = in_flight.take() {
-                    stopped_at_max = self.finish_batch(previous, &mut tally).await?;
-                    if stopped_at_max {
-                        break;
+                // Told now, as Nix tells of a path as it deletes it; a client gone shows here.
+                let told = self.tell_deleted(deleted, &mut tally).await;
+                // One batch's blocks at a time: the previous batch's first.
+                let previous = match (in_flight.take(), &told) {
+                    (Some(previous), Ok(())) => Some(self.finish_batch(previous, &mut tally).await),
+                    (Some(previous), Err(_)) => {
+                        tally.freed += previous.settle().await;
+                        None
                     }
-                }
+                    (None, _) => None,
+                };
                 let (store2, lock2, protected2) =
                     (store.clone(), blocks_lock.clone(), protected.clone());
-                in_flight = Some(BlocksInFlight {
+                let current = BlocksInFlight {
                     task: tokio::task::spawn_blocking(move || {
                         store2.collect_blocks(&lock2, &candidates, &protected2)
                     }),
-                    deleted,
                     done: next,
-                });
+                };
+                match (told, previous) {
+                    // The client is gone (or the bytes freed are enough): this batch's paths
+                    // are deleted, so its blocks go too before the collection stops.
+                    (Err(e), _) | (Ok(()), Some(Err(e))) => {
+                        tally.freed += current.settle().await;
+                        return Err(e);
+                    }
+                    (Ok(()), Some(Ok(true))) => {
+                        tally.freed += current.settle().await;
+                        stopped_at_max = true;
+                        break;
+                    }
+                    (Ok(()), Some(Ok(false)) | None) => in_flight = Some(current),
+                }
                 if pipelined {
                     continue;
                 }
@@ -357,8 +373,25 @@ impl Conn {
         Ok(results)
     }
 
-    /// Waits for a batch's blocks to be deleted, then tells the client which paths went and
-    /// how far the collection is. Returns whether `max_freed` is reached (and says so).
+    /// Tells the client of paths deleted (from the database; their blocks follow).
+    async fn tell_deleted(
+        &mut self,
+        deleted: Vec<StorePath>,
+        tally: &mut Tally,
+    ) -> Result<(), OpError> {
+        let started = Instant::now();
+        for p in deleted {
+            tracing::debug!(path = %p, "deleted");
+            let shown = tally.dir.display(&p);
+            self.log_line(&format!("deleting '{shown}'")).await?;
+            tally.results.paths.insert(shown);
+        }
+        tally.timing.messages += started.elapsed();
+        Ok(())
+    }
+
+    /// Waits for a batch's blocks to be deleted, then tells the client how far the
+    /// collection is. Returns whether `max_freed` is reached (and says so).
     async fn finish_batch(
         &mut self,
         batch: BlocksInFlight,
@@ -372,13 +405,6 @@ impl Conn {
             .map_err(|e| failed(format!("deleting blocks: {e}")))?;
         tally.timing.blocks += started.elapsed();
         tally.freed += freed;
-        let told = Instant::now();
-        for p in batch.deleted {
-            tracing::debug!(path = %p, "deleted");
-            let shown = tally.dir.display(&p);
-            self.log_line(&format!("deleting '{shown}'")).await?;
-            tally.results.paths.insert(shown);
-        }
         self.send(&StderrMessage::Result {
             id: tally.activity,
             result_type: ResultType::Progress,
@@ -390,7 +416,6 @@ impl Conn {
             ],
         })
         .await?;
-        tally.timing.messages += told.elapsed();
         tally.timing.waiting += started.elapsed();
         if tally.freed.bytes > tally.max_freed {
             self.log_line(&format!(
@@ -461,10 +486,26 @@ impl Conn {
 struct BlocksInFlight {
     /// Deleting the blocks.
     task: tokio::task::JoinHandle<Result<Freed, pkgchain_store::StoreError>>,
-    /// The paths deleted.
-    deleted: Vec<StorePath>,
     /// How many paths of the deletion order were taken up to this batch.
     done: usize,
+}
+
+impl BlocksInFlight {
+    /// Waits for the blocks of a batch whose paths a stopping collection deleted; what fails
+    /// is left to the next full collection's sweep.
+    async fn settle(self) -> Freed {
+        match self.task.await {
+            Ok(Ok(freed)) => freed,
+            Ok(Err(e)) => {
+                warn!(error = %e, "deleting a batch's blocks failed; a later collection sweeps them");
+                Freed::default()
+            }
+            Err(e) => {
+                warn!(error = %e, "deleting a batch's blocks failed; a later collection sweeps them");
+                Freed::default()
+            }
+        }
+    }
 }
 
 /// What a collection has done so far, and what it tells the client with.
