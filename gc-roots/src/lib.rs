@@ -129,6 +129,9 @@ pub enum RootsError {
     /// A root path that is not absolute, or not valid text.
     #[error("garbage collector root '{0}' is not an absolute path")]
     NotAbsolute(String),
+    /// A user or program name for a pin directory that is not one plain path component.
+    #[error("'{0}' cannot name a pin directory (it must be one path component)")]
+    BadPinName(String),
     /// A temp-roots file with content that is not NUL-terminated store paths.
     #[error("malformed temporary roots file '{}': {reason}", path.display())]
     MalformedTempRoots {

@@ -48,6 +48,165 @@ pub fn find_pins(
     has_root: impl Fn(&Cid) -> bool,
 ) -> Result<PinScan, RootsError> {
     let mut scan = PinScan::default();
+    walk_pins(pins_dir, ipfs_store, |link, target, cid| {
+        match cid {
+            Some(cid) if has_root(&cid) => scan.pinned.push((cid, link)),
+            _ => {
+                info!(link = %link.display(), target = %target.display(), "removing dangling pin");
+                match fs::remove_file(&link) {
+                    Ok(()) => scan.removed.push(link),
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error("removing", &link, e)),
+                }
+            }
+        }
+        Ok(())
+    })?;
+    scan.pinned.sort();
+    scan.pinned.dedup_by(|a, b| a.0 == b.0);
+    Ok(scan)
+}
+
+/// One pin link, as [`list_pins`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinLink {
+    /// The link under `<pins>/per-user`.
+    pub link: PathBuf,
+    /// What it points at (for an auto pin, the user's link).
+    pub target: PathBuf,
+    /// The DAG it pins, if it names one.
+    pub cid: Option<Cid>,
+}
+
+/// Every pin link under `<pins>/per-user`, removing nothing, sorted by link.
+pub fn list_pins(pins_dir: &Path, ipfs_store: &Path) -> Result<Vec<PinLink>, RootsError> {
+    let mut links = Vec::new();
+    walk_pins(pins_dir, ipfs_store, |link, target, cid| {
+        links.push(PinLink { link, target, cid });
+        Ok(())
+    })?;
+    links.sort_by(|a, b| a.link.cmp(&b.link));
+    Ok(links)
+}
+
+/// Pins the DAG at `cid` for `user`'s `program`: the link `<pin dir>/<cid>` to
+/// `<ipfs store>/<cid>` (made atomically; pinning again changes nothing). Returns the link.
+pub fn pin(
+    pins_dir: &Path,
+    ipfs_store: &Path,
+    user: &str,
+    program: &str,
+    cid: &Cid,
+) -> Result<PathBuf, RootsError> {
+    let dir = pin_dir_checked(pins_dir, user, program)?;
+    let link = dir.join(cid.to_string());
+    replace_link(&ipfs_store.join(cid.to_string()), &link)?;
+    Ok(link)
+}
+
+/// Pins the DAG at `cid` through a link the user keeps: `user_link` (absolute) is made to point
+/// at `<ipfs store>/<cid>` (replacing a link there, never anything else), and the auto pin
+/// `<pin dir>/auto/<hash of user_link>` at `user_link`. Removing `user_link` unpins. Returns the
+/// auto pin.
+pub fn pin_through(
+    pins_dir: &Path,
+    ipfs_store: &Path,
+    user: &str,
+    program: &str,
+    cid: &Cid,
+    user_link: &Path,
+) -> Result<PathBuf, RootsError> {
+    if !user_link.is_absolute() {
+        return Err(RootsError::NotAbsolute(user_link.display().to_string()));
+    }
+    match fs::symlink_metadata(user_link) {
+        Ok(m) if !m.file_type().is_symlink() => {
+            return Err(RootsError::Exists(user_link.display().to_string()));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error("looking at", user_link, e)),
+    }
+    replace_link(&ipfs_store.join(cid.to_string()), user_link)?;
+    let dir = pin_dir_checked(pins_dir, user, program)?.join("auto");
+    fs::create_dir_all(&dir).map_err(|e| io_error("creating", &dir, e))?;
+    let auto = dir.join(auto_pin_name(user_link));
+    replace_link(user_link, &auto)?;
+    Ok(auto)
+}
+
+/// The name of the auto pin for a user's link: a hash of its path, so one link has one auto
+/// pin.
+pub fn auto_pin_name(user_link: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let hash = blake3::hash(user_link.as_os_str().as_bytes());
+    hash.to_hex()[..32].to_owned()
+}
+
+/// Removes `user`'s `program`'s pins of `cid` (the pin and any auto pin whose user link points
+/// at it; the user links themselves are left). Returns the links removed.
+pub fn unpin(
+    pins_dir: &Path,
+    ipfs_store: &Path,
+    user: &str,
+    program: &str,
+    cid: &Cid,
+) -> Result<Vec<PathBuf>, RootsError> {
+    let dir = pin_dir_checked(pins_dir, user, program)?;
+    let mut removed = Vec::new();
+    for pin in list_pins(pins_dir, ipfs_store)? {
+        if pin.link.starts_with(&dir) && pin.cid.as_ref() == Some(cid) {
+            match fs::remove_file(&pin.link) {
+                Ok(()) => removed.push(pin.link),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error("removing", &pin.link, e)),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// [`pin_dir`], made if missing, for names that are one plain path component each.
+fn pin_dir_checked(pins_dir: &Path, user: &str, program: &str) -> Result<PathBuf, RootsError> {
+    for name in [user, program] {
+        if name.is_empty()
+            || name == "."
+            || name == ".."
+            || name.contains('/')
+            || name.contains('\0')
+        {
+            return Err(RootsError::BadPinName(name.to_owned()));
+        }
+    }
+    let dir = pin_dir(pins_dir, user, program);
+    fs::create_dir_all(&dir).map_err(|e| io_error("creating", &dir, e))?;
+    Ok(dir)
+}
+
+/// Makes `link` a symlink to `target`, replacing a link there atomically (a temporary link
+/// renamed over it).
+fn replace_link(target: &Path, link: &Path) -> Result<(), RootsError> {
+    let parent = link.parent().unwrap_or(Path::new("/"));
+    let name = link
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).map_err(|e| io_error("creating", &tmp, e))?;
+    fs::rename(&tmp, link).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_error("creating", link, e)
+    })
+}
+
+/// Calls `f` with every pin link under `<pins>/per-user`, its target and the CID it pins (for
+/// an auto pin, through the user's link), if any.
+fn walk_pins(
+    pins_dir: &Path,
+    ipfs_store: &Path,
+    mut f: impl FnMut(PathBuf, PathBuf, Option<Cid>) -> Result<(), RootsError>,
+) -> Result<(), RootsError> {
     let top = pins_dir.join("per-user");
     let mut todo: Vec<(PathBuf, usize)> = vec![(top, 0)];
     while let Some((dir, depth)) = todo.pop() {
@@ -83,22 +242,10 @@ pub fn find_pins(
                     Err(_) => None,
                 },
             };
-            match cid {
-                Some(cid) if has_root(&cid) => scan.pinned.push((cid, path)),
-                _ => {
-                    info!(link = %path.display(), target = %target.display(), "removing dangling pin");
-                    match fs::remove_file(&path) {
-                        Ok(()) => scan.removed.push(path),
-                        Err(e) if e.kind() == ErrorKind::NotFound => {}
-                        Err(e) => return Err(io_error("removing", &path, e)),
-                    }
-                }
-            }
+            f(path, target, cid)?;
         }
     }
-    scan.pinned.sort();
-    scan.pinned.dedup_by(|a, b| a.0 == b.0);
-    Ok(scan)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -149,5 +296,69 @@ mod tests {
         let scan = find_pins(&pins, &store, |_| true).expect("scan");
         assert_eq!(scan.pinned.len(), 1);
         assert_eq!(scan.removed, [mine.join("auto/one")]);
+    }
+
+    #[test]
+    fn pin_pin_through_list_and_unpin() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pins = dir.path().join("pins");
+        let store = dir.path().join("ipfs-store");
+        let home = dir.path().join("home");
+        fs::create_dir_all(&home).expect("home");
+        let a = Cid::of(Codec::DagPb, b"pinned directly");
+        let b = Cid::of(Codec::DagPb, b"pinned from home");
+        let link = pin(&pins, &store, "alice", "pkg", &a).expect("pin");
+        assert_eq!(link, pin_dir(&pins, "alice", "pkg").join(a.to_string()));
+        assert_eq!(pin(&pins, &store, "alice", "pkg", &a).expect("again"), link);
+        let user_link = home.join("keep");
+        let auto = pin_through(&pins, &store, "alice", "pkg", &b, &user_link).expect("pin");
+        assert_eq!(
+            fs::read_link(&user_link).expect("link"),
+            store.join(b.to_string())
+        );
+        assert_eq!(fs::read_link(&auto).expect("auto"), user_link);
+        let listed: Vec<(PathBuf, Option<Cid>)> = list_pins(&pins, &store)
+            .expect("list")
+            .into_iter()
+            .map(|p| (p.link, p.cid))
+            .collect();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert!(listed.contains(&(link.clone(), Some(a))));
+        assert!(listed.contains(&(auto.clone(), Some(b))));
+        let scan = find_pins(&pins, &store, |_| true).expect("scan");
+        assert_eq!(scan.pinned.len(), 2);
+        // A file where the user's link would go is never replaced; names are checked.
+        fs::write(home.join("file"), "mine").expect("file");
+        assert!(matches!(
+            pin_through(&pins, &store, "alice", "pkg", &b, &home.join("file")),
+            Err(RootsError::Exists(_))
+        ));
+        assert!(matches!(
+            pin_through(&pins, &store, "alice", "pkg", &b, Path::new("relative")),
+            Err(RootsError::NotAbsolute(_))
+        ));
+        for bad in ["", "..", "a/b"] {
+            assert!(matches!(
+                pin(&pins, &store, bad, "pkg", &a),
+                Err(RootsError::BadPinName(_))
+            ));
+        }
+        assert_eq!(
+            unpin(&pins, &store, "alice", "pkg", &b).expect("unpin"),
+            vec![auto]
+        );
+        assert!(
+            fs::symlink_metadata(&user_link).is_ok(),
+            "the user's own link is left"
+        );
+        assert_eq!(
+            unpin(&pins, &store, "bob", "pkg", &a).expect("unpin"),
+            Vec::<PathBuf>::new()
+        );
+        assert_eq!(
+            unpin(&pins, &store, "alice", "pkg", &a).expect("unpin"),
+            vec![link]
+        );
+        assert!(list_pins(&pins, &store).expect("list").is_empty());
     }
 }

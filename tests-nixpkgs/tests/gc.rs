@@ -379,3 +379,53 @@ echo "trash=$(find /nix/ipfs/blocks -name '*.trash' | wc -l) $(ls /nix/ipfs/pins
     assert_eq!(value(&out, "dead_at_the_end").trim(), "0", "{out}");
     assert_eq!(value(&out, "trash").trim(), "0", "{out}");
 }
+
+/// `pkgchain pin`: a pin keeps a DAG's blocks after the store path that used them is
+/// collected (readable through the CID view), a pin through a user's link likewise; `pin
+/// rm` and removing the link let the collector take the blocks.
+#[test]
+fn pins_made_with_the_command_keep_blocks_until_removed() {
+    if !prerequisites(&["unshare", "nix-store", "fusermount3"]) {
+        return;
+    }
+    let script = format!(
+        r#"{start}
+export PKGCHAIN_IPFS_DIR=/nix/ipfs
+mkdir -p /nix/files /nix/home
+echo "kept by a pin" > /nix/files/one
+echo "kept through a link" > /nix/files/two
+A=$(nix-store --add /nix/files/one)
+B=$(nix-store --add /nix/files/two)
+pin=$('{pkgchain}' pin add "$A")
+a=$(basename "$pin")
+auto=$('{pkgchain}' pin add --link /nix/home/keep "$B")
+b=$(basename "$(readlink /nix/home/keep)")
+'{pkgchain}' pin ls | grep -c " $a -> \| $b -> "
+nix-store --gc > /dev/null 2>&1
+nix-store --check-validity "$A" "$B" 2>/dev/null && echo "paths still valid" || echo "paths collected"
+echo "a_after_gc=$(cat /nix/ipfs/store/$a 2>&1)"
+echo "b_after_gc=$(cat /nix/home/keep 2>&1)"
+'{pkgchain}' pin rm "$a" > /dev/null && echo "unpinned"
+{{ '{pkgchain}' pin rm "$a" 2>&1 || true; }} | grep -c "no pin of"
+rm /nix/home/keep
+nix-store --gc > /nix/gc2.out 2>&1 || {{ echo "gc failed"; cat /nix/gc2.out; }}
+echo "a_blocks=$(find /nix/ipfs/blocks -name "$a*" | wc -l)"
+echo "b_blocks=$(find /nix/ipfs/blocks -name "$b*" | wc -l)"
+echo "pins_left=$('{pkgchain}' pin ls | wc -l)"
+echo "auto_left=$([ -e "$auto" ] || [ -L "$auto" ] && echo yes || echo no)"
+"#,
+        start = our_daemon_script(),
+        pkgchain = daemon_bin().with_file_name("pkgchain").display(),
+    );
+    let out = in_namespace_ok(&script, &[]);
+    eprintln!("{out}");
+    assert!(out.starts_with("2\n"), "both pins listed: {out}");
+    assert!(out.contains("paths collected"), "{out}");
+    assert_eq!(value(&out, "a_after_gc"), "kept by a pin", "{out}");
+    assert_eq!(value(&out, "b_after_gc"), "kept through a link", "{out}");
+    assert!(out.contains("unpinned\n1\n"), "{out}");
+    assert_eq!(value(&out, "a_blocks").trim(), "0", "{out}");
+    assert_eq!(value(&out, "b_blocks").trim(), "0", "{out}");
+    assert_eq!(value(&out, "pins_left").trim(), "0", "{out}");
+    assert_eq!(value(&out, "auto_left").trim(), "no", "{out}");
+}

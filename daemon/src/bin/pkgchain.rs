@@ -9,6 +9,9 @@
 //! pkgchain store verify            check every block and every NAR hash
 //! pkgchain store mount             serve the store view until SIGINT/SIGTERM
 //! pkgchain store stats             paths, blocks, bytes and dedup
+//! pkgchain pin add TARGET [--link L] pin a store path's DAG (or a CID) for the current user
+//! pkgchain pin rm TARGET           remove the current user's pins of it
+//! pkgchain pin ls                  every pin, with the DAG it keeps
 //! ```
 //!
 //! Locations follow `NIX_STORE_DIR`, `NIX_STATE_DIR` and `PKGCHAIN_IPFS_DIR` (see
@@ -61,6 +64,37 @@ enum Command {
     /// The block store and its views.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Pins: DAGs (and so their blocks) the garbage collector keeps whatever store paths use
+    /// them.
+    #[command(subcommand)]
+    Pin(PinCommand),
+}
+
+#[derive(Subcommand)]
+enum PinCommand {
+    /// Pin a DAG for the current user: a store path's, a file's or directory's inside one, or
+    /// a CID's. Prints the pin.
+    Add {
+        /// A store path (or a path inside one), or a CID.
+        target: String,
+        /// The program the pin belongs to (its directory under the user's pins).
+        #[arg(long, default_value = "pkgchain")]
+        program: String,
+        /// Pin through this link instead, which is made to point at the DAG; removing the link
+        /// unpins (an auto pin, as `nix-build -o` makes an indirect root).
+        #[arg(long)]
+        link: Option<PathBuf>,
+    },
+    /// Remove the current user's pins of a DAG (a store path, a path inside one, or a CID).
+    Rm {
+        /// What was pinned.
+        target: String,
+        /// The program the pins belong to.
+        #[arg(long, default_value = "pkgchain")]
+        program: String,
+    },
+    /// List every pin of every user, with the DAG it keeps ("dangling" if none).
+    Ls,
 }
 
 #[derive(Subcommand)]
@@ -162,8 +196,89 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let loc = locations(&cli.dirs);
     let config = loc.store_config().context("store directory")?;
     let store = Store::open(config).await.context("opening the store")?;
-    let Command::Store(command) = cli.command;
-    run_store(&store, &loc, command).await
+    match cli.command {
+        Command::Store(command) => run_store(&store, &loc, command).await,
+        Command::Pin(command) => run_pin(&store, &loc, command).await,
+    }
+}
+
+async fn run_pin(store: &Store, loc: &Locations, command: PinCommand) -> anyhow::Result<ExitCode> {
+    use pkgchain_gc_roots::pins;
+    let pins_dir = store.blocks().pins_dir().to_owned();
+    let ipfs_store = loc.ipfs_store_dir();
+    match command {
+        PinCommand::Add {
+            target,
+            program,
+            link,
+        } => {
+            let cid = pinned_target(store, &target).await?;
+            let user = current_user();
+            let made = match link {
+                Some(link) => {
+                    let link = std::path::absolute(&link)
+                        .with_context(|| format!("'{}'", link.display()))?;
+                    pins::pin_through(&pins_dir, &ipfs_store, &user, &program, &cid, &link)?
+                }
+                None => pins::pin(&pins_dir, &ipfs_store, &user, &program, &cid)?,
+            };
+            println!("{}", made.display());
+        }
+        PinCommand::Rm { target, program } => {
+            let cid = pinned_target(store, &target).await?;
+            let removed = pins::unpin(&pins_dir, &ipfs_store, &current_user(), &program, &cid)?;
+            if removed.is_empty() {
+                anyhow::bail!("no pin of {cid} for this user's '{program}'");
+            }
+            for link in removed {
+                println!("{}", link.display());
+            }
+        }
+        PinCommand::Ls => {
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            for pin in pins::list_pins(&pins_dir, &ipfs_store)? {
+                let cid = pin.cid.map_or("dangling".to_owned(), |c| c.to_string());
+                writeln!(
+                    out,
+                    "{} {cid} -> {}",
+                    pin.link.display(),
+                    pin.target.display()
+                )?;
+            }
+            out.flush()?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The DAG a pin command names: a CID (whose root block is here), or a store path, or a path
+/// inside one.
+async fn pinned_target(store: &Store, target: &str) -> anyhow::Result<pkgchain_dag::Cid> {
+    if let Ok(cid) = target.parse::<pkgchain_dag::Cid>() {
+        if !store.blocks().contains(&cid)? {
+            anyhow::bail!("block {cid} is not in this store");
+        }
+        return Ok(cid);
+    }
+    let (p, sub) = split(store, target)?;
+    let root = store
+        .root_of(&p)
+        .await
+        .with_context(|| format!("'{target}'"))?;
+    if sub.is_empty() {
+        return Ok(root);
+    }
+    let s = store.clone();
+    Ok(tokio::task::spawn_blocking(move || tree::resolve(s.blocks(), &root, &sub)).await??)
+}
+
+/// The name of the user running this, for their pin directory (the uid if it has no name).
+fn current_user() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name)
 }
 
 async fn run_store(
