@@ -66,6 +66,8 @@ const TRASH_SUFFIX: &str = ".trash";
 /// The collector's list of the blocks it is moving aside, in the pins directory: what a
 /// collector that died left there is moved back from it.
 const TRASH_JOURNAL: &str = "trashing";
+/// The largest trash journal read (a collector lists one batch of blocks, some 300 KiB).
+const MAX_TRASH_JOURNAL: u64 = 64 << 20;
 /// Name of the marker that says named blocks may not be durable yet (deferred durability).
 const UNSYNCED_MARKER: &str = ".unsynced";
 
@@ -194,6 +196,14 @@ static BATCH_SEQ: AtomicU64 = AtomicU64::new(0);
 /// `/ipfs/blocks`).
 pub fn pins_dir_of(root: &Path) -> PathBuf {
     root.parent().unwrap_or(root).join("pins")
+}
+
+/// The CIDs a trash journal lists. An unfinished or damaged line names nothing moved (lines are
+/// written before the moves) and is skipped. Public for the fuzz target.
+pub fn parse_trash_journal(text: &[u8]) -> Vec<Cid> {
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| std::str::from_utf8(line).ok()?.parse::<Cid>().ok())
+        .collect()
 }
 
 /// The shard directory and file name of a block, relative to the root.
@@ -606,19 +616,23 @@ impl BlockStore {
     pub fn restore_trash(&self) -> Result<usize, BlockError> {
         let mut restored = self.restore_old_trash()?;
         let path = self.pins_dir.join(TRASH_JOURNAL);
-        let text = match std::fs::read(&path) {
-            Ok(t) => t,
+        let mut text = Vec::new();
+        match File::open(&path) {
+            Ok(f) => f
+                .take(MAX_TRASH_JOURNAL + 1)
+                .read_to_end(&mut text)
+                .map_err(|e| BlockError::io("reading", &path, e))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(restored),
             Err(e) => return Err(BlockError::io("reading", &path, e)),
         };
-        // An unfinished last line names nothing moved: lines are written before the moves.
-        for line in text.split(|&b| b == b'\n') {
-            let Some(cid) = std::str::from_utf8(line)
-                .ok()
-                .and_then(|l| l.parse::<Cid>().ok())
-            else {
-                continue;
-            };
+        if text.len() as u64 > MAX_TRASH_JOURNAL {
+            return Err(BlockError::io(
+                "reading",
+                &path,
+                io::Error::other(format!("larger than {MAX_TRASH_JOURNAL} bytes")),
+            ));
+        }
+        for cid in parse_trash_journal(&text) {
             if rustix::fs::statat(
                 &self.root_fd,
                 Self::trash_name(&cid).as_str(),

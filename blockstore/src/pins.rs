@@ -280,7 +280,10 @@ pub fn read_temp_pins(pins_dir: &Path) -> Result<HashSet<Cid>, BlockError> {
 
 /// Parses the complete lines of a temp-pins file (an unfinished last line is being written
 /// and is left out).
-fn parse_pins(text: &[u8], into: &mut HashSet<Cid>) -> Result<(), String> {
+/// Parses a temp-pins file's text into `into`: one CID per line; an unfinished last line (a
+/// write in progress) is ignored; anything else is an error naming the line. Public for the
+/// fuzz target.
+pub fn parse_pins(text: &[u8], into: &mut HashSet<Cid>) -> Result<(), String> {
     let complete = match text.iter().rposition(|&b| b == b'\n') {
         Some(end) => &text[..end],
         None => return Ok(()),

@@ -11,6 +11,15 @@ pub fn unpack_tarball(input: &[u8], dest: &Path) -> Result<(), String> {
     crate::build::builtins::unpack_channel::unpack_tarball(input, dest)
 }
 
+/// The garbage collector's socket: the store path a client's line names (the line without its
+/// newline), for the store directory `/nix/store`.
+pub fn gc_socket_root(line: &[u8]) -> Option<String> {
+    let dir = pkgchain_store_model::store_path::StoreDir::new("/nix/store").ok()?;
+    crate::gc_socket::root_of_line(line, &dir)
+        .ok()
+        .map(|p| p.base_name().to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

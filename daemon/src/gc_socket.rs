@@ -14,6 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use pkgchain_gc_roots::RootsLayout;
+use pkgchain_store_model::store_path::StorePath;
 use tracing::{debug, warn};
 
 /// Longest line a client may send (a store path is far shorter).
@@ -154,10 +155,9 @@ fn serve_client(
             return;
         }
         line.pop();
-        let text = String::from_utf8_lossy(&line);
-        match store_dir.parse_with_subpath(&text) {
-            Ok((path, _)) => {
-                debug!(path = %text, "new temp root during collection");
+        match root_of_line(&line, store_dir) {
+            Ok(path) => {
+                debug!(path = %path, "new temp root during collection");
                 let hash = path.hash_part().to_owned();
                 let mut state = shared.0.lock().unwrap_or_else(|e| e.into_inner());
                 state.temp_roots.insert(hash.clone());
@@ -165,11 +165,24 @@ fn serve_client(
                     state = shared.1.wait(state).unwrap_or_else(|e| e.into_inner());
                 }
             }
-            Err(_) => warn!(line = %text, "received garbage instead of a root from a GC client"),
+            Err(text) => warn!(line = %text, "received garbage instead of a root from a GC client"),
         }
         if writer.write_all(b"1").is_err() {
             return;
         }
+    }
+}
+
+/// The store path a GC client's line (without its newline) names, or the line as text when
+/// it names none.
+pub(crate) fn root_of_line(
+    line: &[u8],
+    store_dir: &pkgchain_store_model::store_path::StoreDir,
+) -> Result<StorePath, String> {
+    let text = String::from_utf8_lossy(line);
+    match store_dir.parse_with_subpath(&text) {
+        Ok((path, _)) => Ok(path),
+        Err(_) => Err(text.into_owned()),
     }
 }
 

@@ -233,10 +233,18 @@ impl FromStr for Cid {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let shown: String = s.chars().take(120).collect();
         let parsed = ::cid::Cid::try_from(s).map_err(|e| CidError::Invalid {
-            text: shown,
+            text: shown.clone(),
             reason: e.to_string(),
         })?;
-        Cid::from_cid(&parsed)
+        let cid = Cid::from_cid(&parsed)?;
+        // Trailing characters, other bases, upper case: one block has one name.
+        if cid.to_string() != s {
+            return Err(CidError::Invalid {
+                text: shown,
+                reason: format!("not in canonical form (that is {cid})"),
+            });
+        }
+        Ok(cid)
     }
 }
 
@@ -255,6 +263,22 @@ mod tests {
         assert!(pb.to_string().starts_with("bafyb4i"), "{pb}");
         assert!(raw.verifies(b"hello"));
         assert!(!raw.verifies(b"hellp"));
+    }
+
+    /// The fuzz target `gc_lines` found these: a CID's text with more after it parsed.
+    #[test]
+    fn text_is_canonical_or_refused() {
+        let cid = Cid::of(Codec::Raw, b"one name");
+        let text = cid.to_string();
+        for other in [
+            format!("{text}fffff"),
+            format!("{text}a"),
+            text.to_uppercase(),
+            format!(" {text}"),
+        ] {
+            assert!(other.parse::<Cid>().is_err(), "{other} parsed");
+        }
+        assert_eq!(text.parse::<Cid>().expect("canonical"), cid);
     }
 
     #[test]
