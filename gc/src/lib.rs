@@ -24,7 +24,9 @@ use pkgchain_store_model::store_path::StorePath;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReferenceGraph {
     paths: Vec<StorePath>,
-    index: HashMap<StorePath, u32>,
+    /// Store path hashes are already random: a fast hasher suffices (the graph of a large
+    /// store is built on every collection).
+    index: HashMap<StorePath, u32, foldhash::fast::RandomState>,
     references: Vec<Vec<u32>>,
     deriver: Vec<Option<u32>>,
     outputs: Vec<Vec<u32>>,

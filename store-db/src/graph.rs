@@ -2,7 +2,6 @@
 //! (for a derivation) its outputs, from one snapshot of the database (one read transaction),
 //! for the garbage collector ([`pkgchain_gc`]) to decide liveness in memory.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use pkgchain_gc::ReferenceGraph;
@@ -36,7 +35,8 @@ fn read_graph(file: &Path) -> Result<ReferenceGraph, DbError> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     let tx = conn.transaction()?;
     let mut graph = ReferenceGraph::new();
-    let mut by_id: HashMap<i64, u32> = HashMap::new();
+    // Path ids in ascending order (the scan is in id order), and each one's index.
+    let mut ids: Vec<i64> = Vec::new();
     let mut derivers: Vec<(u32, String)> = Vec::new();
     let full = || DbError::Corrupt {
         what: "reference graph",
@@ -44,14 +44,22 @@ fn read_graph(file: &Path) -> Result<ReferenceGraph, DbError> {
         detail: "more valid paths than the collector can index".to_owned(),
     };
     {
-        let mut paths = tx.prepare("SELECT id, path, deriver FROM ValidPaths")?;
+        let mut paths = tx.prepare("SELECT id, path, deriver FROM ValidPaths ORDER BY id")?;
         let mut rows = paths.query([])?;
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
             let name = text(row.get_ref(1)?)?.unwrap_or_default();
             let path = stored_path("path", name, name)?;
             let index = graph.add_path(path).map_err(|_| full())?;
-            by_id.insert(id, index);
+            // Each path is new to the graph (the column is unique): its index is its position.
+            if index as usize != ids.len() {
+                return Err(DbError::Corrupt {
+                    what: "reference graph",
+                    path: name.to_owned(),
+                    detail: "listed twice in ValidPaths".to_owned(),
+                });
+            }
+            ids.push(id);
             if let Some(d) = text(row.get_ref(2)?)? {
                 derivers.push((index, d.to_owned()));
             }
@@ -60,7 +68,7 @@ fn read_graph(file: &Path) -> Result<ReferenceGraph, DbError> {
         let mut rows = refs.query([])?;
         while let Some(row) = rows.next()? {
             let (referrer, reference): (i64, i64) = (row.get(0)?, row.get(1)?);
-            if let (Some(&a), Some(&b)) = (by_id.get(&referrer), by_id.get(&reference)) {
+            if let (Some(a), Some(b)) = (index_of(&ids, referrer), index_of(&ids, reference)) {
                 graph.add_reference(a, b);
             }
         }
@@ -73,7 +81,7 @@ fn read_graph(file: &Path) -> Result<ReferenceGraph, DbError> {
             else {
                 continue;
             };
-            if let (Some(&d), Some(o)) = (by_id.get(&drv), graph.index_of(&out)) {
+            if let (Some(d), Some(o)) = (index_of(&ids, drv), graph.index_of(&out)) {
                 graph.add_output(d, o);
             }
         }
@@ -88,6 +96,13 @@ fn read_graph(file: &Path) -> Result<ReferenceGraph, DbError> {
         }
     }
     Ok(graph)
+}
+
+/// The graph index of the path with database id `id`.
+fn index_of(ids: &[i64], id: i64) -> Option<u32> {
+    ids.binary_search(&id)
+        .ok()
+        .and_then(|i| u32::try_from(i).ok())
 }
 
 /// A text column's value (`None` for NULL); anything else is a damaged database.
