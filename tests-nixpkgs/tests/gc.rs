@@ -65,8 +65,8 @@ fn nix_2_8_keep_outputs_without_keep_derivations_matches_nix_daemon() {
 }
 
 /// Deleting: `nix-store --delete` of a live path (refused) and of a dead one, `nix-store
-/// --gc`, `nix store gc --max`, and generations (`nix-env --delete-generations old`, then
-/// `nix-collect-garbage -d`). The deleted paths must be the ones nix-daemon deletes; after
+/// --gc`, `nix store gc --max`, generations (`nix-env --delete-generations old`, then
+/// `nix-collect-garbage -d`), and `nix profile` (install twice, rollback, wipe-history). The deleted paths must be the ones nix-daemon deletes; after
 /// each collection the store verifies, the rooted output is whole, and a rebuild works.
 const DELETE_SCENARIO: &str = r#"
 I=/mnt/in
@@ -123,6 +123,24 @@ echo "generations: $(nix-env -p $P --list-generations | wc -l)"
 nix-env -p $P -q
 echo "dead after: $(ndead)"
 checks
+echo "== nix profile"
+NP=/nix/var/nix/profiles/newstyle
+NX="nix --extra-experimental-features nix-command"
+S1=$($B -A simple --no-out-link 2>/dev/null)
+S2=$($B -A references --no-out-link 2>/dev/null)
+$NX profile install --profile $NP $S1 > /dev/null 2>&1 || echo "profile install 1 failed"
+$NX profile install --profile $NP $S2 > /dev/null 2>&1 || echo "profile install 2 failed"
+echo "profile links: $(ls /nix/var/nix/profiles | grep -c '^newstyle-')"
+nix-store --gc 2>&1 | deleted | sed 's/^/  /'
+nix-store --check-validity $S1 $S2 && echo "both installed still valid"
+$NX profile rollback --profile $NP > /dev/null 2>&1 || echo "profile rollback failed"
+$NX profile wipe-history --profile $NP > /dev/null 2>&1 || echo "profile wipe-history failed"
+echo "profile links: $(ls /nix/var/nix/profiles | grep -c '^newstyle-')"
+nix-store --gc 2>&1 | deleted | sed 's/^/  /'
+nix-store --check-validity $S2 2>/dev/null && echo "second still valid" || echo "second collected"
+nix-store --check-validity $S1 && echo "first still valid"
+echo "dead at the end: $(ndead)"
+checks
 "#;
 
 fn compare_deleting(client: Client) {
@@ -141,6 +159,12 @@ fn compare_deleting(client: Client) {
         "max stopped early\n",
         "generations: 3\n",
         "generations: 1\n",
+        "profile links: 2\n",
+        "both installed still valid\n",
+        "profile links: 1\n",
+        "second collected\n",
+        "first still valid\n",
+        "dead at the end: 0\n",
     ] {
         assert!(ours.contains(expected), "{expected:?} missing:\n{ours}");
     }
