@@ -32,7 +32,7 @@ pub(crate) fn canonical(path: &Path, base: &Path) -> PathBuf {
     out
 }
 
-fn absolute_text(path: &Path) -> Result<PathBuf, RootsError> {
+pub(crate) fn absolute_text(path: &Path) -> Result<PathBuf, RootsError> {
     if !path.is_absolute() {
         return Err(RootsError::NotAbsolute(path.display().to_string()));
     }
@@ -41,13 +41,18 @@ fn absolute_text(path: &Path) -> Result<PathBuf, RootsError> {
 
 /// The link in `gcroots/auto` that registers `link` as an indirect root.
 pub fn indirect_root_link(layout: &RootsLayout, link: &Path) -> PathBuf {
-    let digest = Hash::digest(HashAlgo::Sha1, link.as_os_str().as_encoded_bytes());
-    layout.auto_dir().join(digest.encode(HashEncoding::Nix32))
+    layout.auto_dir().join(auto_link_name(link))
+}
+
+/// The name an `auto` directory gives the link registering `link`: nix32(sha1(link)), as Nix
+/// names its indirect roots (pins' auto links are named alike).
+pub(crate) fn auto_link_name(link: &Path) -> String {
+    Hash::digest(HashAlgo::Sha1, link.as_os_str().as_encoded_bytes()).encode(HashEncoding::Nix32)
 }
 
 /// Replaces (or creates) the symlink `link` → `target` atomically: a new link beside it, then
 /// a rename over it.
-fn make_symlink(link: &Path, target: &Path) -> Result<(), RootsError> {
+pub(crate) fn make_symlink(link: &Path, target: &Path) -> Result<(), RootsError> {
     let parent = link.parent().unwrap_or(Path::new("/"));
     fs::create_dir_all(parent).map_err(|e| io_error("creating directory", parent, e))?;
     let name = link.file_name().map(|n| n.to_string_lossy().into_owned());

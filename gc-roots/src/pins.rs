@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use pkgchain_dag::Cid;
 use tracing::{info, warn};
 
+use crate::links::{absolute_text, auto_link_name, make_symlink};
 use crate::{RootsError, io_error};
 
 /// Deepest directory nesting searched below `per-user`.
@@ -98,15 +99,14 @@ pub fn pin(
     program: &str,
     cid: &Cid,
 ) -> Result<PathBuf, RootsError> {
-    let dir = pin_dir_checked(pins_dir, user, program)?;
-    let link = dir.join(cid.to_string());
-    replace_link(&ipfs_store.join(cid.to_string()), &link)?;
+    let link = pin_dir_checked(pins_dir, user, program)?.join(cid.to_string());
+    make_symlink(&link, &ipfs_store.join(cid.to_string()))?;
     Ok(link)
 }
 
 /// Pins the DAG at `cid` through a link the user keeps: `user_link` (absolute) is made to point
 /// at `<ipfs store>/<cid>` (replacing a link there, never anything else), and the auto pin
-/// `<pin dir>/auto/<hash of user_link>` at `user_link`. Removing `user_link` unpins. Returns the
+/// `<pin dir>/auto/<nix32(sha1(user_link))>` (named as Nix names indirect roots) at `user_link`. Removing `user_link` unpins. Returns the
 /// auto pin.
 pub fn pin_through(
     pins_dir: &Path,
@@ -116,9 +116,7 @@ pub fn pin_through(
     cid: &Cid,
     user_link: &Path,
 ) -> Result<PathBuf, RootsError> {
-    if !user_link.is_absolute() {
-        return Err(RootsError::NotAbsolute(user_link.display().to_string()));
-    }
+    let user_link = &absolute_text(user_link)?;
     match fs::symlink_metadata(user_link) {
         Ok(m) if !m.file_type().is_symlink() => {
             return Err(RootsError::Exists(user_link.display().to_string()));
@@ -127,20 +125,12 @@ pub fn pin_through(
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(io_error("looking at", user_link, e)),
     }
-    replace_link(&ipfs_store.join(cid.to_string()), user_link)?;
-    let dir = pin_dir_checked(pins_dir, user, program)?.join("auto");
-    fs::create_dir_all(&dir).map_err(|e| io_error("creating", &dir, e))?;
-    let auto = dir.join(auto_pin_name(user_link));
-    replace_link(user_link, &auto)?;
+    make_symlink(user_link, &ipfs_store.join(cid.to_string()))?;
+    let auto = pin_dir_checked(pins_dir, user, program)?
+        .join("auto")
+        .join(auto_link_name(user_link));
+    make_symlink(&auto, user_link)?;
     Ok(auto)
-}
-
-/// The name of the auto pin for a user's link: a hash of its path, so one link has one auto
-/// pin.
-pub fn auto_pin_name(user_link: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let hash = blake3::hash(user_link.as_os_str().as_bytes());
-    hash.to_hex()[..32].to_owned()
 }
 
 /// Removes `user`'s `program`'s pins of `cid` (the pin and any auto pin whose user link points
@@ -181,23 +171,6 @@ fn pin_dir_checked(pins_dir: &Path, user: &str, program: &str) -> Result<PathBuf
     let dir = pin_dir(pins_dir, user, program);
     fs::create_dir_all(&dir).map_err(|e| io_error("creating", &dir, e))?;
     Ok(dir)
-}
-
-/// Makes `link` a symlink to `target`, replacing a link there atomically (a temporary link
-/// renamed over it).
-fn replace_link(target: &Path, link: &Path) -> Result<(), RootsError> {
-    let parent = link.parent().unwrap_or(Path::new("/"));
-    let name = link
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp).map_err(|e| io_error("creating", &tmp, e))?;
-    fs::rename(&tmp, link).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io_error("creating", link, e)
-    })
 }
 
 /// Calls `f` with every pin link under `<pins>/per-user`, its target and the CID it pins (for
