@@ -361,7 +361,6 @@ impl Conn {
             blocks_secs = timing.blocks.as_secs_f64(),
             messages_secs = timing.messages.as_secs_f64(),
             sweep_secs = timing.sweep.as_secs_f64(),
-            waiting_secs = timing.waiting.as_secs_f64(),
             "garbage collected"
         );
         if let Some(path) = refused {
@@ -416,7 +415,6 @@ impl Conn {
             ],
         })
         .await?;
-        tally.timing.waiting += started.elapsed();
         if tally.freed.bytes > tally.max_freed {
             self.log_line(&format!(
                 "deleted more than {} bytes; stopping",
@@ -494,17 +492,14 @@ impl BlocksInFlight {
     /// Waits for the blocks of a batch whose paths a stopping collection deleted; what fails
     /// is left to the next full collection's sweep.
     async fn settle(self) -> Freed {
-        match self.task.await {
-            Ok(Ok(freed)) => freed,
-            Ok(Err(e)) => {
-                warn!(error = %e, "deleting a batch's blocks failed; a later collection sweeps them");
-                Freed::default()
-            }
-            Err(e) => {
-                warn!(error = %e, "deleting a batch's blocks failed; a later collection sweeps them");
-                Freed::default()
-            }
-        }
+        let outcome = match self.task.await {
+            Ok(deleted) => deleted.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        outcome.unwrap_or_else(|error| {
+            warn!(%error, "deleting a batch's blocks failed; a later collection sweeps them");
+            Freed::default()
+        })
     }
 }
 
@@ -531,14 +526,12 @@ struct Tally {
 struct PhaseTimes {
     /// Deleting paths from the database.
     paths: Duration,
-    /// Deleting the blocks they used.
+    /// Waiting for the blocks they used to be deleted (the rest of that overlaps `paths`).
     blocks: Duration,
     /// Telling the client.
     messages: Duration,
     /// The final sweep of unreachable blocks.
     sweep: Duration,
-    /// Waiting for a batch's blocks (and telling the client), deleting no paths meanwhile.
-    waiting: Duration,
 }
 
 /// Marks `i` and everything it keeps alive as spared.
