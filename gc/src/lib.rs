@@ -15,26 +15,42 @@
 //!
 //! Every other valid path is dead.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 
-use pkgchain_store_model::store_path::StorePath;
+use hashbrown::HashTable;
+use pkgchain_store_model::store_path::{StorePath, StorePathError};
+use thiserror::Error;
 
 /// Every valid path with its references, recorded deriver and (for a derivation) outputs, by
 /// index.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// The base names live in one buffer, indexed by a hash table of indices: a store of 100,000
+/// paths is read without an allocation per path (the collector reads the graph on every run).
+#[derive(Debug, Clone, Default)]
 pub struct ReferenceGraph {
-    paths: Vec<StorePath>,
-    /// Store path hashes are already random: a fast hasher suffices (the graph of a large
-    /// store is built on every collection).
-    index: HashMap<StorePath, u32, foldhash::fast::RandomState>,
+    /// Every base name, one after the other.
+    names: String,
+    /// Where each path's base name ends in `names` (it starts where the previous one ends).
+    ends: Vec<u32>,
+    /// Indices, found by their base name. Store path hashes are already random: a fast hasher
+    /// suffices.
+    index: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
     references: Vec<Vec<u32>>,
     deriver: Vec<Option<u32>>,
     outputs: Vec<Vec<u32>>,
 }
 
-/// Paths beyond what an index can hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GraphFull;
+/// Why a path could not join the graph.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AddPathError {
+    /// More paths, or longer names, than an index can hold.
+    #[error("more valid paths than the collector can index")]
+    Full,
+    /// The text is no store path base name.
+    #[error(transparent)]
+    NotAStorePath(#[from] StorePathError),
+}
 
 impl ReferenceGraph {
     /// An empty graph.
@@ -42,14 +58,35 @@ impl ReferenceGraph {
         ReferenceGraph::default()
     }
 
-    /// Adds a valid path (once; adding it again returns its index).
-    pub fn add_path(&mut self, path: StorePath) -> Result<u32, GraphFull> {
-        if let Some(&i) = self.index.get(&path) {
+    /// Makes room for `paths` more paths, whose base names take about `name_bytes` in all,
+    /// so that a reader that knows the store's size builds the graph without growing it.
+    pub fn reserve(&mut self, paths: usize, name_bytes: usize) {
+        self.names.reserve(name_bytes);
+        self.ends.reserve(paths);
+        let (names, ends, hasher) = (&self.names, &self.ends, &self.hasher);
+        self.index
+            .reserve(paths, |&j| hasher.hash_one(name_in(names, ends, j)));
+        self.references.reserve(paths);
+        self.deriver.reserve(paths);
+        self.outputs.reserve(paths);
+    }
+
+    /// Adds a valid path by its base name `<hash>-<name>`, which is checked (once; adding it
+    /// again returns its index).
+    pub fn add_path(&mut self, base_name: &str) -> Result<u32, AddPathError> {
+        StorePath::check_base_name(base_name)?;
+        let hash = self.hasher.hash_one(base_name);
+        if let Some(&i) = self.index.find(hash, |&i| self.name_at(i) == base_name) {
             return Ok(i);
         }
-        let i = u32::try_from(self.paths.len()).map_err(|_| GraphFull)?;
-        self.index.insert(path.clone(), i);
-        self.paths.push(path);
+        let i = u32::try_from(self.ends.len()).map_err(|_| AddPathError::Full)?;
+        let end =
+            u32::try_from(self.names.len() + base_name.len()).map_err(|_| AddPathError::Full)?;
+        self.names.push_str(base_name);
+        self.ends.push(end);
+        let (names, ends, hasher) = (&self.names, &self.ends, &self.hasher);
+        self.index
+            .insert_unique(hash, i, |&j| hasher.hash_one(name_in(names, ends, j)));
         self.references.push(Vec::new());
         self.deriver.push(None);
         self.outputs.push(Vec::new());
@@ -59,7 +96,7 @@ impl ReferenceGraph {
     /// Records that `referrer` refers to `reference` (both added before).
     pub fn add_reference(&mut self, referrer: u32, reference: u32) {
         if let Some(refs) = self.references.get_mut(referrer as usize)
-            && (reference as usize) < self.paths.len()
+            && (reference as usize) < self.ends.len()
         {
             refs.push(reference);
         }
@@ -68,7 +105,7 @@ impl ReferenceGraph {
     /// Records `drv` as the deriver of `output` (both added before).
     pub fn set_deriver(&mut self, output: u32, drv: u32) {
         if let Some(d) = self.deriver.get_mut(output as usize)
-            && (drv as usize) < self.paths.len()
+            && (drv as usize) < self.ends.len()
         {
             *d = Some(drv);
         }
@@ -77,7 +114,7 @@ impl ReferenceGraph {
     /// Records `output` as an output of the derivation `drv` (both added before).
     pub fn add_output(&mut self, drv: u32, output: u32) {
         if let Some(outs) = self.outputs.get_mut(drv as usize)
-            && (output as usize) < self.paths.len()
+            && (output as usize) < self.ends.len()
         {
             outs.push(output);
         }
@@ -85,23 +122,54 @@ impl ReferenceGraph {
 
     /// The index of a valid path.
     pub fn index_of(&self, path: &StorePath) -> Option<u32> {
-        self.index.get(path).copied()
+        self.index_of_name(path.base_name())
+    }
+
+    /// The index of a valid path, by its base name.
+    pub fn index_of_name(&self, base_name: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(base_name);
+        self.index
+            .find(hash, |&i| self.name_at(i) == base_name)
+            .copied()
+    }
+
+    /// The base name of the path at `index`.
+    pub fn base_name(&self, index: u32) -> Option<&str> {
+        ((index as usize) < self.ends.len()).then(|| self.name_at(index))
     }
 
     /// The path at `index`.
-    pub fn path(&self, index: u32) -> Option<&StorePath> {
-        self.paths.get(index as usize)
+    pub fn path(&self, index: u32) -> Option<StorePath> {
+        // Checked when added.
+        self.base_name(index)
+            .and_then(|name| StorePath::from_base_name(name).ok())
     }
 
     /// How many valid paths there are.
     pub fn len(&self) -> usize {
-        self.paths.len()
+        self.ends.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
+        self.ends.is_empty()
     }
+
+    /// The base name at an index below `len()`.
+    fn name_at(&self, index: u32) -> &str {
+        name_in(&self.names, &self.ends, index)
+    }
+}
+
+/// The name at `index` in a names buffer and its ends ("" past the end).
+fn name_in<'a>(names: &'a str, ends: &[u32], index: u32) -> &'a str {
+    let at = index as usize;
+    let start = match at.checked_sub(1) {
+        Some(before) => ends.get(before).copied().unwrap_or(0) as usize,
+        None => 0,
+    };
+    let end = ends.get(at).copied().unwrap_or(0) as usize;
+    names.get(start..end).unwrap_or("")
 }
 
 /// Nix's settings that keep more than the closure of the roots.
@@ -134,7 +202,7 @@ pub fn live_from(
     starts: impl IntoIterator<Item = u32>,
     keep: Keep,
 ) -> Vec<bool> {
-    let mut live = vec![false; graph.paths.len()];
+    let mut live = vec![false; graph.len()];
     let mut queue: Vec<u32> = Vec::new();
     let visit = |i: u32, live: &mut Vec<bool>, queue: &mut Vec<u32>| {
         if let Some(l) = live.get_mut(i as usize)
@@ -180,7 +248,7 @@ pub fn keepers_of(
     keep: Keep,
 ) -> Vec<bool> {
     // The reverse of `keeps`, as one flat adjacency list.
-    let n = graph.paths.len();
+    let n = graph.len();
     let mut counts = vec![0u32; n + 1];
     for i in 0..n as u32 {
         for k in graph.keeps(i, keep) {
@@ -227,7 +295,7 @@ pub fn keepers_of(
 /// in index order; deleting them fails on the references and keeps them.
 pub fn deletion_order(graph: &ReferenceGraph, doomed: &[bool]) -> Vec<u32> {
     let is_doomed = |i: u32| doomed.get(i as usize).copied().unwrap_or(false);
-    let n = graph.paths.len();
+    let n = graph.len();
     // Doomed referrers not yet ordered, per doomed path.
     let mut waiting = vec![0u32; n];
     for i in (0..n as u32).filter(|&i| is_doomed(i)) {
@@ -277,7 +345,7 @@ mod tests {
         let ix: Vec<u32> = names
             .iter()
             .enumerate()
-            .map(|(i, n)| g.add_path(p(i, n)).expect("room"))
+            .map(|(i, n)| g.add_path(p(i, n).base_name()).expect("room"))
             .collect();
         g.add_reference(ix[1], ix[0]);
         g.add_reference(ix[2], ix[3]);
@@ -302,9 +370,36 @@ mod tests {
     }
 
     #[test]
+    fn paths_are_found_by_name_once_each_and_bad_names_refused() {
+        let mut g = ReferenceGraph::new();
+        let names: Vec<String> = (0..5000)
+            .map(|i| p(i, "x").base_name().to_owned())
+            .collect();
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(g.add_path(name), Ok(i as u32));
+        }
+        // Again: the same indices, nothing added.
+        assert_eq!(g.add_path(&names[4321]), Ok(4321));
+        assert_eq!(g.len(), 5000);
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(g.index_of_name(name), Some(i as u32));
+            assert_eq!(g.base_name(i as u32), Some(name.as_str()));
+        }
+        assert_eq!(g.index_of(&p(5000, "x")), None);
+        assert_eq!(g.index_of_name(&names[7][..33]), None);
+        assert_eq!(g.base_name(5000), None);
+        assert_eq!(g.path(9), Some(p(9, "x")));
+        assert!(matches!(
+            g.add_path("not-a-store-path"),
+            Err(AddPathError::NotAStorePath(_))
+        ));
+        assert_eq!(g.len(), 5000);
+    }
+
+    #[test]
     fn the_closure_of_the_roots_with_their_derivations_is_live() {
         let g = graph();
-        let app = g.path(1).cloned().expect("app");
+        let app = g.path(1).expect("app");
         let live = live(&g, &[app, p(99, "not-valid")], Keep::default());
         assert_eq!(names(&g, &live, true), ["app", "app.drv", "lib", "src"]);
         assert_eq!(
@@ -316,8 +411,8 @@ mod tests {
     #[test]
     fn keep_settings_change_what_a_root_keeps() {
         let g = graph();
-        let app = g.path(1).cloned().expect("app");
-        let tool_drv = g.path(5).cloned().expect("tool.drv");
+        let app = g.path(1).expect("app");
+        let tool_drv = g.path(5).expect("tool.drv");
         let none = Keep {
             derivations: false,
             outputs: false,
@@ -343,7 +438,7 @@ mod tests {
         let mut g = graph();
         // junk claims tool.drv as its deriver, which does not list it.
         g.set_deriver(6, 5);
-        let junk = g.path(6).cloned().expect("junk");
+        let junk = g.path(6).expect("junk");
         assert_eq!(
             names(&g, &live(&g, &[junk], Keep::default()), true),
             ["junk"]
@@ -355,12 +450,12 @@ mod tests {
         let mut g = ReferenceGraph::new();
         let n = 200_000u32;
         for i in 0..n {
-            g.add_path(p(i as usize, "p")).expect("room");
+            g.add_path(p(i as usize, "p").base_name()).expect("room");
         }
         for i in 1..n {
             g.add_reference(i - 1, i);
         }
-        let first = g.path(0).cloned().expect("first");
+        let first = g.path(0).expect("first");
         assert!(live(&g, &[first], Keep::default()).iter().all(|l| *l));
     }
 
@@ -391,10 +486,10 @@ mod tests {
     fn deletion_puts_referrers_before_references() {
         let mut g = graph();
         // A chain c -> b -> a plus a diamond d -> {b, a}.
-        let a = g.add_path(p(20, "a")).expect("room");
-        let b = g.add_path(p(21, "b")).expect("room");
-        let c = g.add_path(p(22, "c")).expect("room");
-        let d = g.add_path(p(23, "d")).expect("room");
+        let a = g.add_path(p(20, "a").base_name()).expect("room");
+        let b = g.add_path(p(21, "b").base_name()).expect("room");
+        let c = g.add_path(p(22, "c").base_name()).expect("room");
+        let d = g.add_path(p(23, "d").base_name()).expect("room");
         g.add_reference(b, a);
         g.add_reference(c, b);
         g.add_reference(d, b);
@@ -414,9 +509,9 @@ mod tests {
     #[test]
     fn a_cycle_is_ordered_last_and_nothing_is_lost() {
         let mut g = ReferenceGraph::new();
-        let x = g.add_path(p(1, "x")).expect("room");
-        let y = g.add_path(p(2, "y")).expect("room");
-        let z = g.add_path(p(3, "z")).expect("room");
+        let x = g.add_path(p(1, "x").base_name()).expect("room");
+        let y = g.add_path(p(2, "y").base_name()).expect("room");
+        let z = g.add_path(p(3, "z").base_name()).expect("room");
         g.add_reference(x, y);
         g.add_reference(y, x);
         g.add_reference(z, x);

@@ -393,7 +393,7 @@ pub fn replies(cx: &WireContext) -> Vec<(Opcode, Reply)> {
         (
             Opcode::CollectGarbage,
             Reply::CollectGarbage(GcResults {
-                paths: ["/nix/store/a".to_owned(), "/nix/store/b".to_owned()].into(),
+                paths: vec!["/nix/store/a".to_owned(), "/nix/store/b".to_owned()],
                 bytes_freed: 12345,
             }),
         ),

@@ -319,16 +319,13 @@ mod tests {
     use pkgchain_dag::Codec;
 
     use super::*;
-    use crate::tests::{new_path, sp};
+    use crate::tests::{new_path, scratch_db, sp};
 
     /// The bulk deletion does the foreign keys' work itself: every column that names a valid
     /// path must be in its list, or be the one it checks (`Refs.reference`).
     #[tokio::test]
     async fn rows_of_a_path_cover_every_foreign_key_to_valid_paths() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = StoreDb::open(&dir.path().join("db.sqlite"))
-            .await
-            .expect("open");
+        let (_dir, db) = scratch_db().await;
         let rows = sqlx::query(
             "SELECT m.name, f.\"from\" FROM sqlite_master m, pragma_foreign_key_list(m.name) f
              WHERE m.type = 'table' AND f.\"table\" = 'ValidPaths'",
@@ -348,15 +345,32 @@ mod tests {
         assert_eq!(found, handled);
     }
 
+    /// The marker that views poll changes with each registration and deletion, and only
+    /// then.
+    #[tokio::test]
+    async fn the_paths_marker_changes_when_paths_come_and_go() {
+        let (_dir, db) = scratch_db().await;
+        let first = db.paths_marker().await.expect("marker");
+        assert_eq!(db.paths_marker().await.expect("marker"), first);
+        let a = sp("a", 1);
+        db.register_paths(&[new_path(a.clone(), &[], &[b"a"])])
+            .await
+            .expect("register");
+        let registered = db.paths_marker().await.expect("marker");
+        assert_ne!(registered, first);
+        assert_eq!(db.paths_marker().await.expect("marker"), registered);
+        db.delete_paths(std::slice::from_ref(&a))
+            .await
+            .expect("delete");
+        assert_ne!(db.paths_marker().await.expect("marker"), registered);
+    }
+
     /// A path still referred to is refused with nothing deleted; deleting returns the blocks
     /// no valid path uses any more (not those a live path shares) and leaves the foreign-key
     /// checks on.
     #[tokio::test]
     async fn delete_paths_refuses_referred_paths_and_returns_unshared_blocks() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = StoreDb::open(&dir.path().join("db.sqlite"))
-            .await
-            .expect("open");
+        let (_dir, db) = scratch_db().await;
         let (a, b) = (sp("a", 1), sp("b", 2));
         db.register_paths(&[
             new_path(a.clone(), &[], &[b"a-root", b"shared"]),

@@ -106,15 +106,24 @@ impl StorePath {
 
     /// Parses `<hash>-<name>` (no directory).
     pub fn from_base_name(base_name: &str) -> Result<StorePath, StorePathError> {
+        StorePath::check_base_name(base_name)?;
+        Ok(StorePath {
+            base_name: base_name.to_owned(),
+        })
+    }
+
+    /// Checks that `base_name` is a valid `<hash>-<name>` without making a [`StorePath`] (for
+    /// readers of many paths that keep the text elsewhere).
+    pub fn check_base_name(base_name: &str) -> Result<(), StorePathError> {
         let bytes = base_name.as_bytes();
         if bytes.len() < HASH_PART_LEN + 2 {
             return Err(StorePathError::TooShort(hash::truncate_for_error(
                 base_name,
             )));
         }
-        if !nixbase32::is_nix32(&bytes[..HASH_PART_LEN])
-            || nixbase32::decode_fixed::<DIGEST_SIZE>(&bytes[..HASH_PART_LEN]).is_err()
-        {
+        // 32 nix32 digits are exactly 160 bits: any 32 digits decode to a digest (no padding
+        // bits to check; `every_hash_part_of_nix32_digits_decodes` says so).
+        if !nixbase32::is_nix32(&bytes[..HASH_PART_LEN]) {
             return Err(StorePathError::BadHashPart(hash::truncate_for_error(
                 base_name,
             )));
@@ -124,10 +133,7 @@ impl StorePath {
                 base_name,
             )));
         }
-        validate_name(&base_name[HASH_PART_LEN + 1..])?;
-        Ok(StorePath {
-            base_name: base_name.to_owned(),
-        })
+        validate_name(&base_name[HASH_PART_LEN + 1..])
     }
 
     /// The 32-character nix32 digest.
@@ -330,6 +336,27 @@ pub fn output_path_name(drv_name: &str, output_name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_hash_part_of_nix32_digits_decodes() {
+        // The highest digit in every position, and each digit in the first and last.
+        assert_eq!(HASH_PART_LEN * 5, DIGEST_SIZE * 8);
+        let digits = b"0123456789abcdfghijklmnpqrsvwxyz";
+        let mut texts = vec![[b'z'; HASH_PART_LEN]];
+        for &d in digits {
+            let mut first = [b'0'; HASH_PART_LEN];
+            first[0] = d;
+            let mut last = [b'0'; HASH_PART_LEN];
+            last[HASH_PART_LEN - 1] = d;
+            texts.extend([first, last]);
+        }
+        for text in texts {
+            assert!(nixbase32::decode_fixed::<DIGEST_SIZE>(&text).is_ok());
+            let name = format!("{}-x", std::str::from_utf8(&text).expect("ascii"));
+            assert!(StorePath::check_base_name(&name).is_ok(), "{name}");
+        }
+        assert!(StorePath::check_base_name("e0000000000000000000000000000000-x").is_err());
+    }
 
     #[test]
     fn parse_and_print() {

@@ -24,7 +24,7 @@ use pkgchain_protocol::reply::GcResults;
 use pkgchain_protocol::request::gc::{CollectGarbage, GcAction, GcPaths};
 use pkgchain_protocol::stderr::StderrMessage;
 use pkgchain_store::collect::{Freed, PathsDeleted};
-use pkgchain_store_model::store_path::StorePath;
+use pkgchain_store_model::store_path::{HASH_PART_LEN, StorePath};
 use rustix::fs::{FlockOperation, flock};
 use tracing::{Instrument, info, info_span, warn};
 
@@ -82,12 +82,24 @@ impl Conn {
         let dir = self.state.store.store_dir().clone();
         let (valid, paths) = blocking(move || {
             let live = pkgchain_gc::live(&graph, &roots, keep);
-            let paths: BTreeSet<String> = live
+            // Nix sends a set: sorted. The names are sorted in the graph's buffer, and each
+            // path's text is made once, in that order.
+            let mut picked: Vec<&str> = live
                 .iter()
                 .zip(0u32..)
                 .filter(|(l, _)| **l == want_live)
-                .filter_map(|(_, i)| graph.path(i))
-                .map(|p| dir.display(p))
+                .filter_map(|(_, i)| graph.base_name(i))
+                .collect();
+            picked.sort_unstable();
+            let prefix = format!("{}/", dir.as_str());
+            let paths: Vec<String> = picked
+                .iter()
+                .map(|name| {
+                    let mut shown = String::with_capacity(prefix.len() + name.len());
+                    shown.push_str(&prefix);
+                    shown.push_str(name);
+                    shown
+                })
                 .collect();
             (graph.len(), paths)
         })
@@ -223,7 +235,7 @@ impl Conn {
         .await?;
         let mut tally = Tally {
             results: GcResults {
-                paths: BTreeSet::new(),
+                paths: Vec::new(),
                 bytes_freed: 0,
             },
             freed: Freed::default(),
@@ -237,7 +249,7 @@ impl Conn {
             // Nix "deletes" a named path that is not valid too (there is nothing to free).
             let shown = dir.display(p);
             self.log_line(&format!("deleting '{shown}'")).await?;
-            tally.results.paths.insert(shown);
+            tally.results.paths.push(shown);
         }
         // Without a limit on the bytes freed, a batch's blocks are deleted while the next
         // batch's paths are: the disk and the database work at once. With one, each path's
@@ -261,12 +273,15 @@ impl Conn {
                         if spared[i as usize] {
                             continue;
                         }
-                        let Some(path) = graph.path(i) else { continue };
-                        if shared.temp_roots.contains(path.hash_part()) {
+                        let Some(name) = graph.base_name(i) else {
+                            continue;
+                        };
+                        let hash_part = hash_part_of(name);
+                        if shared.temp_roots.contains(hash_part) {
                             spare(&graph, i, keep, &mut spared);
                             continue;
                         }
-                        shared.pending.insert(path.hash_part().to_owned());
+                        shared.pending.insert(hash_part.to_owned());
                         batch.push(i);
                     }
                 }
@@ -351,6 +366,9 @@ impl Conn {
             ..
         } = tally;
         results.bytes_freed = freed_total.bytes;
+        // Nix's reply is a set: sorted, each path once.
+        results.paths.sort_unstable();
+        results.paths.dedup();
         drop(socket);
         drop(gc_lock);
         info!(
@@ -383,7 +401,7 @@ impl Conn {
             tracing::debug!(path = %p, "deleted");
             let shown = tally.dir.display(&p);
             self.log_line(&format!("deleting '{shown}'")).await?;
-            tally.results.paths.insert(shown);
+            tally.results.paths.push(shown);
         }
         tally.timing.messages += started.elapsed();
         Ok(())
@@ -437,10 +455,7 @@ impl Conn {
         keep: Keep,
         spared: &mut [bool],
     ) -> Result<(Vec<StorePath>, Vec<(pkgchain_dag::Cid, u64)>), OpError> {
-        let paths: Vec<StorePath> = batch
-            .iter()
-            .filter_map(|&i| graph.path(i).cloned())
-            .collect();
+        let paths: Vec<StorePath> = batch.iter().filter_map(|&i| graph.path(i)).collect();
         let db_error = |e: pkgchain_store::StoreError| failed(format!("deleting paths: {e}"));
         match store.delete_paths(&paths).await.map_err(db_error)? {
             PathsDeleted::Deleted(d) => {
@@ -460,13 +475,13 @@ impl Conn {
             }
             let Some(path) = graph.path(i) else { continue };
             match store
-                .delete_paths(std::slice::from_ref(path))
+                .delete_paths(std::slice::from_ref(&path))
                 .await
                 .map_err(db_error)?
             {
                 PathsDeleted::Deleted(d) => {
-                    if d.deleted.contains(path) {
-                        deleted.push(path.clone());
+                    if d.deleted.contains(&path) {
+                        deleted.push(path);
                     }
                     blocks.extend(d.blocks);
                 }
@@ -582,7 +597,7 @@ fn decide(
         .iter()
         .copied()
         .find(|&i| kept[i as usize])
-        .and_then(|i| graph.path(i).cloned());
+        .and_then(|i| graph.path(i));
     // Named paths before the refused one (in Nix's order, the set's), with whatever of the
     // allowed set keeps them.
     let before: Vec<u32> = named_ix
@@ -591,7 +606,7 @@ fn decide(
         .filter(|&i| {
             refused
                 .as_ref()
-                .is_none_or(|r| graph.path(i).is_some_and(|p| p < r))
+                .is_none_or(|r| graph.base_name(i).is_some_and(|p| p < r.base_name()))
         })
         .filter(|&i| !kept[i as usize])
         .collect();
@@ -603,6 +618,11 @@ fn decide(
         .map(|((k, kept), a)| *k && !kept && *a)
         .collect();
     (doomed, refused, absent)
+}
+
+/// The 32-character hash part of a base name (all of it if shorter, which a graph's names never are).
+fn hash_part_of(base_name: &str) -> &str {
+    base_name.get(..HASH_PART_LEN).unwrap_or(base_name)
 }
 
 /// Runs blocking work off the connection's task.

@@ -175,7 +175,7 @@ fn query_missing_and_gc_field_order() {
         })
     );
     let gc = Reply::CollectGarbage(GcResults {
-        paths: ["/nix/store/x".to_owned()].into(),
+        paths: vec!["/nix/store/x".to_owned()],
         bytes_freed: 99,
     });
     let bytes = encode(&gc, &cx);

@@ -96,8 +96,9 @@ impl Decode for Missing {
 /// The answer to `CollectGarbage` (20): `[str] paths`, u64 bytesFreed, u64 0 (obsolete).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GcResults {
-    /// The paths deleted, or the live/dead paths for the `Return*` actions.
-    pub paths: BTreeSet<String>,
+    /// The paths deleted, or the live/dead paths for the `Return*` actions, sent in this
+    /// order: nix-daemon sends a set, sorted and without duplicates, and so should a server.
+    pub paths: Vec<String>,
     /// Bytes freed.
     pub bytes_freed: u64,
 }
@@ -117,7 +118,7 @@ impl Decode for GcResults {
         cx: &WireContext,
         _what: &'static str,
     ) -> Result<Self, WireError> {
-        let paths = BTreeSet::decode(r, cx, "CollectGarbage result paths").await?;
+        let paths = Vec::decode(r, cx, "CollectGarbage result paths").await?;
         let bytes_freed = read_u64(r, "CollectGarbage bytes freed").await?;
         read_u64(r, "CollectGarbage obsolete field").await?;
         Ok(GcResults { paths, bytes_freed })
