@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod build;
+pub mod cache_server;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gc_socket;

@@ -24,6 +24,7 @@
 //! bound every length they accept; errors say what was wrong and where.
 
 pub mod buildenv;
+pub mod cache_info;
 pub mod content_address;
 pub mod derivation;
 pub mod hash;

@@ -68,6 +68,16 @@ enum Command {
     /// them.
     #[command(subcommand)]
     Pin(PinCommand),
+    /// Serves the store as a Nix HTTP binary cache (`nix-cache-info`, narinfo files signed
+    /// with the keys of `secret-key-files` and `--secret-key-file`, zstd NARs) until stopped.
+    ServeCache {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        listen: std::net::SocketAddr,
+        /// A secret key file (`nix-store --generate-binary-cache-key`); may be repeated.
+        #[arg(long = "secret-key-file")]
+        secret_key_files: Vec<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -199,7 +209,49 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Store(command) => run_store(&store, &loc, command).await,
         Command::Pin(command) => run_pin(&store, &loc, command).await,
+        Command::ServeCache {
+            listen,
+            secret_key_files,
+        } => serve_cache(store, listen, secret_key_files).await,
     }
+}
+
+/// `serve-cache`: the keys of `secret-key-files` (nix.conf) and the command line, then serving
+/// until the process is stopped.
+async fn serve_cache(
+    store: Store,
+    listen: std::net::SocketAddr,
+    mut key_files: Vec<std::path::PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let config = pkgchain_daemon::nix_conf::NixConfig::load(|v| std::env::var(v).ok())
+        .context("reading nix.conf")?;
+    key_files.extend(
+        config
+            .list("secret-key-files", &[])
+            .into_iter()
+            .map(std::path::PathBuf::from),
+    );
+    let mut keys = Vec::new();
+    for file in &key_files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the secret key file '{}'", file.display()))?;
+        let key = pkgchain_store_model::signature::SecretKey::parse(text.trim())
+            .with_context(|| format!("the secret key in '{}'", file.display()))?;
+        keys.push(key);
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    eprintln!(
+        "serving {} as a binary cache on http://{} ({} signing keys)",
+        store.store_dir().as_str(),
+        listener.local_addr()?,
+        keys.len()
+    );
+    pkgchain_daemon::cache_server::serve(store, listener, keys)
+        .await
+        .context("serving the cache")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run_pin(store: &Store, loc: &Locations, command: PinCommand) -> anyhow::Result<ExitCode> {

@@ -128,6 +128,10 @@ pub struct BuildOptions {
     pub keep_failed: bool,
     /// Paths whose contents this request has checked (`--repair`).
     pub checked_contents: repair::CheckedContents,
+    /// The binary caches to substitute outputs from before building (none: build).
+    pub substituters: Option<Arc<pkgchain_substitute::Substituters>>,
+    /// `fallback`: build when a substitution fails (rather than failing).
+    pub fallback: bool,
 }
 
 /// What a waiting client is told.
@@ -284,7 +288,9 @@ impl Builds {
         opts: &BuildOptions,
         events: mpsc::UnboundedSender<BuildEvent>,
     ) -> Vec<(BuildResult, Option<String>)> {
-        if opts.max_jobs == 0 && !wanted.is_empty() {
+        // Without caches nothing can be realised at all; with them, each derivation is tried
+        // from the caches first and only its build refused (below).
+        if opts.max_jobs == 0 && !wanted.is_empty() && opts.substituters.is_none() {
             let needed: Vec<String> = wanted
                 .iter()
                 .map(|(d, _)| store.store_dir().display(d))
@@ -431,16 +437,61 @@ impl Builds {
                     .repair_closure(&store, &drv_path, &outputs, &opts, &limit, &events)
                     .await;
             }
-            if all_valid && mode != BuildMode::Check {
-                let mut r = BuildResult::new(BuildStatus::AlreadyValid);
+            // Every output there: a success of `status` naming them.
+            let outputs_there = |status| {
+                let mut r = BuildResult::new(status);
                 for (n, p) in &outputs {
                     r.built_outputs
                         .insert(n.clone(), BuiltOutput::new(p.clone()));
                 }
-                return Arc::new(JobResult {
+                Arc::new(JobResult {
                     result: r,
                     error: None,
-                });
+                })
+            };
+            if all_valid && mode != BuildMode::Check {
+                return outputs_there(BuildStatus::AlreadyValid);
+            }
+
+            // Substituted if the caches have the outputs: no inputs needed then.
+            if mode == BuildMode::Normal
+                && let Some(subs) = &opts.substituters
+            {
+                let mut missing = Vec::new();
+                for p in outputs.values() {
+                    if !store.is_valid_path(p).await.unwrap_or(false) {
+                        missing.push(p.clone());
+                    }
+                }
+                let to_client = events.clone();
+                let tell = move |line: String| {
+                    let _ = to_client.send(BuildEvent::Message(line));
+                };
+                match subs.substitute_closure(&store, &missing, &tell).await {
+                    Ok(_) => return outputs_there(BuildStatus::Substituted),
+                    // Not in any cache: built below.
+                    Err(pkgchain_substitute::SubstituteError::NoSubstitute(_)) => {}
+                    Err(e) if opts.fallback => {
+                        let _ = events.send(BuildEvent::Message(format!(
+                            "warning: {e}; falling back to building '{shown}'"
+                        )));
+                    }
+                    Err(e) => {
+                        return fail(
+                            BuildStatus::TransientFailure,
+                            format!("{e} (use '--fallback' to build '{shown}' instead)"),
+                        );
+                    }
+                }
+            }
+
+            if opts.max_jobs == 0 {
+                return fail(
+                    BuildStatus::MiscFailure,
+                    format!(
+                        "unable to start any build; either increase '--max-jobs' or enable remote builds (needed: {shown})"
+                    ),
+                );
             }
 
             // Inputs first, concurrently.

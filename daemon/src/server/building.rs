@@ -22,7 +22,7 @@ const LEVEL_INFO: u64 = 3;
 
 impl Conn {
     /// The build options of this connection's settings for `mode`.
-    fn build_options(&self, mode: BuildMode) -> BuildOptions {
+    fn build_options(&self, mode: BuildMode) -> Result<BuildOptions, OpError> {
         let s = &self.settings;
         let setting = |name: &str| {
             s.overrides
@@ -37,7 +37,7 @@ impl Conn {
         } else {
             setting("max-silent-time")
         };
-        BuildOptions {
+        Ok(BuildOptions {
             mode,
             max_jobs: s.max_build_jobs,
             cores: s.build_cores,
@@ -47,7 +47,12 @@ impl Conn {
             keep_going: s.keep_going,
             keep_failed: s.keep_failed,
             checked_contents: Default::default(),
-        }
+            substituters: self.substituters()?,
+            fallback: s.try_fallback
+                || self
+                    .effective("fallback")
+                    .is_some_and(|v| v.trim() == "true"),
+        })
     }
 
     /// Builds or checks `paths`; one result per path, in order.
@@ -67,13 +72,20 @@ impl Conn {
                     results[i] = Some(if store.is_valid_path(path).await? {
                         BuildResult::new(BuildStatus::AlreadyValid)
                     } else {
-                        let msg = format!(
-                            "path '{}' is required, but there is no substituter that can build it",
-                            dir.display(path)
-                        );
-                        let mut r = BuildResult::new(BuildStatus::NoSubstituters);
-                        r.error_msg = msg;
-                        r
+                        match self.substitute_paths(std::slice::from_ref(path)).await {
+                            Ok(()) => BuildResult::new(BuildStatus::Substituted),
+                            Err(OpError::Failed(msg)) => {
+                                let status = if self.substituters()?.is_some() {
+                                    BuildStatus::TransientFailure
+                                } else {
+                                    BuildStatus::NoSubstituters
+                                };
+                                let mut r = BuildResult::new(status);
+                                r.error_msg = msg;
+                                r
+                            }
+                            Err(other) => return Err(other),
+                        }
                     });
                 }
                 DerivedPath::Built { drv_path, outputs } => {
@@ -99,7 +111,7 @@ impl Conn {
         }
         self.root_derivation_closure(wanted.iter().map(|(d, _)| d.clone()))
             .await?;
-        let opts = self.build_options(mode);
+        let opts = self.build_options(mode)?;
         let builds = self.state.builds.clone();
         let built = self
             .while_forwarding(|tx| async move { builds.realise(&store, wanted, &opts, tx).await })
@@ -155,7 +167,7 @@ impl Conn {
 
     /// The repair of `nix-store --verify --repair` (Nix's `repairPath`): each damaged path is
     /// rebuilt by building its deriver in repair mode; a path without a valid deriver cannot
-    /// be repaired (Nix would try its substituters first; this daemon has none yet). Failures
+    /// be repaired (Nix would try its substituters first; repair from caches is not done yet). Failures
     /// are logged as Nix logs them. Returns whether every path was repaired.
     pub(super) async fn repair_paths(&mut self, damaged: Vec<StorePath>) -> Result<bool, OpError> {
         let store = self.state.store.clone();
@@ -177,7 +189,7 @@ impl Conn {
                     continue;
                 }
             };
-            let opts = self.build_options(BuildMode::Repair);
+            let opts = self.build_options(BuildMode::Repair)?;
             let builds = self.state.builds.clone();
             let store2 = store.clone();
             let results = self
@@ -228,7 +240,7 @@ impl Conn {
         for p in &keep {
             self.add_temp_root(p).await.map_err(failed)?;
         }
-        let opts = self.build_options(req.mode);
+        let opts = self.build_options(req.mode)?;
         let builds = self.state.builds.clone();
         let drv_path = req.drv_path.clone();
         let (result, _) = self

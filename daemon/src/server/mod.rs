@@ -12,6 +12,7 @@ mod gc;
 mod ops;
 mod records;
 mod settings;
+mod substitution;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub struct DaemonState {
     pub open_connections: AtomicU64,
     /// The build scheduler.
     pub builds: Arc<crate::build::Builds>,
+    /// The binary caches in use, per set of settings.
+    pub substituters: substitution::SubstituterPool,
 }
 
 impl DaemonState {
@@ -81,6 +84,7 @@ impl DaemonState {
             log_dir: locations.log_dir.clone(),
             connections: AtomicU64::new(0),
             open_connections: AtomicU64::new(0),
+            substituters: Default::default(),
         }
     }
 

@@ -1,15 +1,14 @@
 //! What each operation does to the store, and its reply.
 //!
-//! Operations that belong to later parts of the daemon (building, garbage collection,
-//! substitution from caches) answer with an error naming the operation, never a hang or a
-//! dropped connection.
+//! Operations this daemon does not support answer with an error naming the operation, never a
+//! hang or a dropped connection.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Seek, SeekFrom};
 
 use pkgchain_protocol::framed::AsyncFramedReader;
 use pkgchain_protocol::nar_copy::{NarCopyLimits, copy_nar};
-use pkgchain_protocol::reply::{Missing, Reply};
+use pkgchain_protocol::reply::{Missing, Reply, SubstitutablePathInfo};
 use pkgchain_protocol::request::add::multiple;
 use pkgchain_protocol::request::{Payload, Request};
 use pkgchain_protocol::stderr::StderrMessage;
@@ -76,7 +75,6 @@ impl Conn {
         let store = self.state.store.clone();
         let dir = store.store_dir().clone();
         let payload = request.payload(&self.cx);
-        let shown = |p: &StorePath| dir.display(p);
         let not_valid = |p: &StorePath| failed(format!("path '{}' is not valid", dir.display(p)));
         let reply = match request {
             Request::SetOptions(s) => {
@@ -124,21 +122,51 @@ impl Conn {
             }
             Request::QueryValidPaths(q) => {
                 let paths: Vec<StorePath> = q.paths.into_iter().collect();
+                if q.substitute {
+                    // Nix substitutes what it can and answers with what is valid then.
+                    let valid = store.query_valid_paths(&paths).await?;
+                    let missing: Vec<StorePath> = paths
+                        .iter()
+                        .filter(|p| !valid.contains(*p))
+                        .cloned()
+                        .collect();
+                    if !missing.is_empty() && self.substituters()?.is_some() {
+                        let offered: BTreeSet<StorePath> = missing.into_iter().collect();
+                        let offered: Vec<StorePath> = self
+                            .substitutable_infos(&offered)
+                            .await?
+                            .into_keys()
+                            .collect();
+                        if !offered.is_empty() {
+                            self.substitute_paths(&offered).await?;
+                        }
+                    }
+                }
                 Reply::QueryValidPaths(store.query_valid_paths(&paths).await?)
             }
-            // No substituters until binary caches come (issue 6): nothing is substitutable.
-            Request::HasSubstitutes(_) => Reply::HasSubstitutes(false),
-            Request::QuerySubstitutablePaths(_) => Reply::QuerySubstitutablePaths(BTreeSet::new()),
-            Request::QuerySubstitutablePathInfo(_) => Reply::QuerySubstitutablePathInfo(None),
-            Request::QuerySubstitutablePathInfos(_) => {
-                Reply::QuerySubstitutablePathInfos(BTreeMap::new())
+            Request::HasSubstitutes(p) => {
+                let asked = BTreeSet::from([p]);
+                Reply::HasSubstitutes(!self.substitutable_infos(&asked).await?.is_empty())
+            }
+            Request::QuerySubstitutablePaths(paths) => Reply::QuerySubstitutablePaths(
+                self.substitutable_infos(&paths)
+                    .await?
+                    .into_keys()
+                    .collect(),
+            ),
+            Request::QuerySubstitutablePathInfo(p) => {
+                let asked = BTreeSet::from([p]);
+                Reply::QuerySubstitutablePathInfo(
+                    self.substitutable_infos(&asked).await?.into_values().next(),
+                )
+            }
+            Request::QuerySubstitutablePathInfos(paths) => {
+                let asked: BTreeSet<StorePath> = paths.into_keys().collect();
+                Reply::QuerySubstitutablePathInfos(self.substitutable_infos(&asked).await?)
             }
             Request::EnsurePath(p) => {
                 if !store.is_valid_path(&p).await? {
-                    return Err(failed(format!(
-                        "path '{}' is required, but there is no substituter that can build it",
-                        shown(&p)
-                    )));
+                    self.substitute_paths(std::slice::from_ref(&p)).await?;
                 }
                 Reply::Ack
             }
@@ -492,16 +520,20 @@ impl Conn {
         }
     }
 
-    /// What `QueryMissing` answers without substituters: opaque paths that are not valid are
-    /// unknown; derivations with outputs that are not valid will be built.
-    async fn query_missing(&self, paths: Vec<DerivedPath>) -> Result<Missing, OpError> {
-        let store = &self.state.store;
+    /// `QueryMissing`: opaque paths that are not valid will be substituted when a cache has
+    /// them (with their references that are not valid), else they are unknown; derivations
+    /// whose missing outputs the caches have will be substituted, the others built. Download
+    /// and NAR sizes add up what will be substituted.
+    async fn query_missing(&mut self, paths: Vec<DerivedPath>) -> Result<Missing, OpError> {
+        let store = self.state.store.clone();
         let mut missing = Missing::default();
+        // What may be substituted: (the paths, the derivation that needs them, if any).
+        let mut wanted: Vec<(Vec<StorePath>, Option<StorePath>)> = Vec::new();
         for p in paths {
             match p {
                 DerivedPath::Opaque(path) => {
                     if !store.is_valid_path(&path).await? {
-                        missing.unknown.insert(path);
+                        wanted.push((vec![path], None));
                     }
                 }
                 DerivedPath::Built { drv_path, outputs } => {
@@ -516,23 +548,87 @@ impl Conn {
                         continue;
                     }
                     let map = store.query_derivation_output_map(&drv).await?;
-                    let wanted: Vec<&Option<StorePath>> = match &outputs {
+                    let chosen: Vec<&Option<StorePath>> = match &outputs {
                         OutputsSpec::All => map.values().collect(),
                         OutputsSpec::Names(names) => {
                             names.iter().filter_map(|n| map.get(n)).collect()
                         }
                     };
-                    let mut all_valid = true;
-                    for out in wanted {
+                    let mut absent = Vec::new();
+                    let mut unknown_output = false;
+                    for out in chosen {
                         match out {
                             Some(o) if store.is_valid_path(o).await? => {}
-                            _ => all_valid = false,
+                            Some(o) => absent.push(o.clone()),
+                            None => unknown_output = true,
                         }
                     }
-                    if !all_valid {
+                    if unknown_output {
                         missing.will_build.insert(drv);
+                    } else if !absent.is_empty() {
+                        wanted.push((absent, Some(drv)));
                     }
                 }
+            }
+        }
+        // Asked of the caches level by level: the wanted paths, then their references.
+        let mut offers: BTreeMap<StorePath, SubstitutablePathInfo> = BTreeMap::new();
+        let mut level: BTreeSet<StorePath> = wanted.iter().flat_map(|(p, _)| p.clone()).collect();
+        while !level.is_empty() {
+            let found = self.substitutable_infos(&level).await?;
+            let mut next = BTreeSet::new();
+            for info in found.values() {
+                for r in &info.references {
+                    if !offers.contains_key(r) && !found.contains_key(r) && !level.contains(r) {
+                        next.insert(r.clone());
+                    }
+                }
+            }
+            offers.extend(found);
+            level = next;
+        }
+        // A path is substitutable when it and everything it refers to (valid or offered) is.
+        let closure_offered = |start: &StorePath| -> Option<BTreeSet<StorePath>> {
+            let mut todo = vec![start.clone()];
+            let mut seen = BTreeSet::new();
+            while let Some(p) = todo.pop() {
+                if !seen.insert(p.clone()) {
+                    continue;
+                }
+                let info = offers.get(&p)?;
+                todo.extend(
+                    info.references
+                        .iter()
+                        .filter(|r| offers.contains_key(*r))
+                        .cloned(),
+                );
+            }
+            Some(seen)
+        };
+        for (paths, drv) in wanted {
+            let mut closure = BTreeSet::new();
+            let mut all = true;
+            for p in &paths {
+                match closure_offered(p) {
+                    Some(c) => closure.extend(c),
+                    None => all = false,
+                }
+            }
+            match (all, drv) {
+                (true, _) => {
+                    for p in closure {
+                        if missing.will_substitute.insert(p.clone())
+                            && let Some(info) = offers.get(&p)
+                        {
+                            missing.download_size += info.download_size;
+                            missing.nar_size += info.nar_size;
+                        }
+                    }
+                }
+                (false, Some(drv)) => {
+                    missing.will_build.insert(drv);
+                }
+                (false, None) => missing.unknown.extend(paths),
             }
         }
         Ok(missing)

@@ -1,0 +1,149 @@
+#!/bin/bash
+# bench/substitute.sh: substitution from a local binary cache over loopback HTTP, pkgchain-daemon
+# against nix-daemon 2.34 (the Debian sid chroot's) in the same run, the same cache, the same
+# client (Nix 2.34's `nix-store -r`).
+#
+#   bench/substitute.sh [--paths N] [--mib M] [--runs R] [--compression zstd|xz] [--out FILE]
+#
+# The closure: N paths made with `nix-store --add` by the real Nix 2.34 on a local store of its
+# own, M MiB in all (sizes vary from 1/4 to 7/4 of the mean), contents half random bytes and
+# half their base64 text (so that compression has work to do), copied into the cache with
+# `nix copy --to 'file://DIR?compression=C&secret-key=K'`. The cache is served by
+# `python3 -m http.server` on 127.0.0.1. Each run starts a daemon on an empty store (on disk under
+# /var/tmp, never tmpfs) with the cache as its only substituter and its key trusted, and times
+# `nix-store -r` of all N paths; the paths are then checked to be valid and to verify.
+# Prints a Markdown table (medians with min-max, ratio ours/nix) and the machine's load; writes
+# it to --out too.
+set -euo pipefail
+PATHS=300 MIB=500 RUNS=3 COMP=zstd OUT=
+while [ $# -gt 0 ]; do
+    case $1 in
+    --paths) PATHS=$2; shift 2 ;;
+    --mib) MIB=$2; shift 2 ;;
+    --runs) RUNS=$2; shift 2 ;;
+    --compression) COMP=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+[[ $PATHS =~ ^[0-9]+$ && $MIB =~ ^[0-9]+$ && $RUNS =~ ^[0-9]+$ ]] || { echo "numbers wanted" >&2; exit 2; }
+[[ $COMP == zstd || $COMP == xz ]] || { echo "--compression is zstd or xz" >&2; exit 2; }
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+CHROOT=${SID_CHROOT:-/var/cache/pkgchain/sid-chroot}
+DAEMON=$REPO/target/release/pkgchain-daemon
+[ -x "$DAEMON" ] || { echo "build first: cargo build --release -p pkgchain-daemon" >&2; exit 1; }
+[ -x "$CHROOT/usr/bin/nix-daemon" ] || { echo "no Nix 2.34 chroot at $CHROOT" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+WORK=$(mktemp -d /var/tmp/pkgchain-bench-substitute.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+log() { echo "[$(date +%T)] $*" >&2; }
+export WORK CHROOT DAEMON PATHS MIB COMP
+
+# Runs "$@" in a private mount namespace with $1 as /nix and the chroot's /proc, /dev, /nix bound.
+in_ns() {
+    local nixdir=$1; shift
+    mkdir -p "$nixdir"
+    unshare --mount --propagation private -- bash -euo pipefail -c '
+        mount --bind "$1" /nix; mkdir -p /nix/store /nix/var/nix
+        mount --rbind /nix "$CHROOT/nix"; mount -t proc proc "$CHROOT/proc"; mount --rbind /dev "$CHROOT/dev"
+        mkdir -p "$CHROOT/mnt/work"; mount --bind "$WORK" "$CHROOT/mnt/work"
+        shift; "$@"' in_ns "$nixdir" "$@"
+}
+nix34() { env -i PATH=/usr/bin:/bin HOME=/nix/home LANG=C.UTF-8 NIX_CONFIG="$NIX_CONFIG" ${NIX_REMOTE:+NIX_REMOTE=$NIX_REMOTE} /usr/sbin/chroot "$CHROOT" "$@"; }
+export -f nix34
+
+# ---- the cache -----------------------------------------------------------------------------
+log "making $PATHS paths, $MIB MiB, and a $COMP cache of them"
+python3 - "$WORK/files" "$PATHS" "$MIB" <<'EOF'
+import base64, os, random, sys
+out, n, mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.makedirs(out, exist_ok=True)
+rng = random.Random(7)
+mean = mib * 1048576 // n
+for i in range(n):
+    size = rng.randint(mean // 4, mean * 7 // 4)
+    raw = rng.randbytes(size // 2)
+    data = (raw + base64.b64encode(raw))[:size]
+    with open(f"{out}/p{i:05}", "wb") as f:
+        f.write(data)
+EOF
+make_cache() {
+    export NIX_CONFIG=$'experimental-features = nix-command\nsubstituters =\nbuild-users-group =\nsandbox = false'
+    nix34 nix-store --generate-binary-cache-key bench-1 /mnt/work/sk /mnt/work/pk
+    nix34 bash -c 'nix-store --add /mnt/work/files/* > /mnt/work/paths'
+    nix34 bash -c "nix copy --to 'file:///mnt/work/cache?compression=$COMP&secret-key=/mnt/work/sk' \$(cat /mnt/work/paths)"
+}
+export -f make_cache
+in_ns "$WORK/nix-maker" make_cache
+rm -rf "$WORK/nix-maker" "$WORK/files"
+CACHE_MIB=$(du -sm "$WORK/cache" | cut -f1)
+NAR_MIB=$(cat "$WORK"/cache/*.narinfo | sed -n 's/^NarSize: //p' | awk '{s+=$1} END {printf "%.0f", s/1048576}')
+log "cache: $(ls "$WORK"/cache/*.narinfo | wc -l) narinfos, $CACHE_MIB MiB on disk, $NAR_MIB MiB of NARs"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 -m http.server --bind 127.0.0.1 "$PORT" --directory "$WORK/cache" > /dev/null 2>&1 &
+HTTP=$!
+trap 'kill $HTTP 2>/dev/null; rm -rf "$WORK"' EXIT
+for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+export PORT
+
+# ---- the runs ------------------------------------------------------------------------------
+one_run() {
+    local impl=$1 t0 t1
+    export NIX_CONFIG="$(printf 'build-users-group =\nsandbox = false\nsubstituters = http://127.0.0.1:%s\ntrusted-public-keys = %s\nrequire-sigs = true' "$PORT" "$(cat "$WORK/pk")")"
+    rm -f /nix/var/nix/daemon-socket/socket
+    if [ "$impl" = ours ]; then
+        mkdir -p /nix/ipfs
+        env -i PATH=/usr/bin:/bin PKGCHAIN_IPFS_DIR=/nix/ipfs NIX_CONFIG="$NIX_CONFIG" "$DAEMON" --view fuse > /nix/daemon.log 2>&1 &
+    else
+        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin NIX_CONFIG="$NIX_CONFIG" unshare --mount --propagation private bash -c \
+            "mount --rbind $CHROOT $CHROOT && cd $CHROOT && mkdir -p .old-root && pivot_root . .old-root && umount -l /.old-root && exec /usr/bin/nix-daemon" > /nix/daemon.log 2>&1 &
+    fi
+    local dpid=$!
+    for _ in $(seq 300); do [ -S /nix/var/nix/daemon-socket/socket ] && break; sleep 0.1; done
+    if grep -q ' /nix/store fuse' /proc/mounts; then mount --bind /nix/store "$CHROOT/nix/store"; fi
+    sync
+    t0=$(date +%s%N)
+    NIX_REMOTE=daemon nix34 bash -c 'nix-store -r $(cat /mnt/work/paths) > /dev/null 2> /mnt/work/client.log' ||
+        { tail -5 "$WORK/client.log" >&2; echo "FAILED"; }
+    t1=$(date +%s%N)
+    local valid
+    valid=$(NIX_REMOTE=daemon nix34 bash -c 'nix-store --check-validity --print-invalid $(cat /mnt/work/paths) | wc -l')
+    NIX_REMOTE=daemon nix34 bash -c 'nix-store --verify-path $(cat /mnt/work/paths)' || echo "VERIFY-FAILED"
+    umount -l "$CHROOT/nix/store" 2> /dev/null || true
+    kill -TERM $dpid; wait $dpid 2> /dev/null || true
+    echo "secs=$(awk "BEGIN {printf \"%.3f\", ($t1 - $t0) / 1e9}") invalid=$valid"
+}
+export -f one_run
+declare -A TIMES
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+STEAL0=$(awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+for ((r = 1; r <= RUNS; r++)); do
+    for impl in ours nix; do
+        rm -rf "$WORK/nix-$impl"
+        out=$(in_ns "$WORK/nix-$impl" one_run "$impl")
+        echo "$out" | grep -q "FAILED" && { echo "$impl run $r failed: $out" >&2; exit 1; }
+        secs=$(echo "$out" | sed -n 's/^secs=\([0-9.]*\) .*/\1/p')
+        invalid=$(echo "$out" | sed -n 's/.*invalid=//p')
+        [ "$invalid" = 0 ] || { echo "$impl run $r: $invalid paths not valid after nix-store -r" >&2; exit 1; }
+        TIMES[$impl]+="$secs "
+        log "run $r $impl: ${secs}s"
+        rm -rf "$WORK/nix-$impl"
+    done
+done
+STEAL1=$(awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+STEAL=$(echo "$STEAL0 $STEAL1" | awk '{printf "%.0f", 100 * ($3 - $1) / ($4 - $2)}')
+median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {printf "%s (%s-%s)", a[int((NR+1)/2)], a[1], a[NR]}'; }
+med() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+O=$(echo "${TIMES[ours]}" | med) N=$(echo "${TIMES[nix]}" | med)
+{
+    echo "# Substitution benchmark, $(date +%F)"
+    echo
+    echo "\`bench/substitute.sh --paths $PATHS --mib $MIB --runs $RUNS --compression $COMP\`; pkgchain $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet || echo ' (+uncommitted changes)'), Nix $(awk '/^Package: nix-bin$/{f=1} f && /^Version:/{print $2; exit}' "$CHROOT/var/lib/dpkg/status") (chroot); $(nproc) CPUs."
+    echo "The cache: $PATHS paths, $NAR_MIB MiB of NARs, $CACHE_MIB MiB as $COMP on disk, served by python3 -m http.server on loopback; \`nix-store -r\` of all paths (Nix 2.34 client) into an empty store, each run on a fresh daemon; all paths valid and verified after each run."
+    echo
+    echo "| measurement | pkgchain-daemon | nix-daemon 2.34 | ratio |"
+    echo "|---|---|---|---|"
+    echo "| substitute $PATHS paths ($NAR_MIB MiB, $COMP), wall s | $(echo "${TIMES[ours]}" | median) | $(echo "${TIMES[nix]}" | median) | $(awk "BEGIN {printf \"%.2fx\", $O / $N}") |"
+    echo
+    echo "Runs in order: ours ${TIMES[ours]}; nix ${TIMES[nix]}. Load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg); CPU steal during the runs $STEAL%."
+} | tee ${OUT:+"$OUT"}

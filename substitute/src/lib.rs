@@ -1,0 +1,686 @@
+//! Nix binary caches as substituters: what the daemon does with `substituters`,
+//! `trusted-public-keys` and `require-sigs`.
+//!
+//! * Every cache is asked at once, for every path at once (at most `http-connections`
+//!   requests in flight); for each path the answer of the cache with the best (lowest)
+//!   priority is taken. A cache that is down answers nothing; one that is slow is waited for
+//!   only [`SLOW_CACHE_GRACE`] once a cache of worse priority has the path.
+//! * A narinfo must be signed by a trusted key unless `require-sigs` is off (or the path is
+//!   content-addressed and its address checks out, which the store verifies on ingest); an
+//!   unsigned or wrongly signed one is refused with a warning naming the cache and the path.
+//! * A NAR streams from the cache through its decompressor (xz, zstd, bzip2, none) into the
+//!   store's ingester, which checks its size and hash before the path becomes valid: a
+//!   tampered NAR registers nothing. A path's references are substituted before it, several
+//!   paths at once; a transfer that breaks is tried again after a pause.
+
+mod cache;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+pub use cache::{BinaryCache, NarReader};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use pkgchain_store::Store;
+use pkgchain_store_model::narinfo::NarInfo;
+use pkgchain_store_model::path_info::{PathInfo, ValidPathInfo};
+use pkgchain_store_model::signature::TrustedKeys;
+use pkgchain_store_model::store_path::{StoreDir, StorePath};
+use thiserror::Error;
+use tokio::sync::Semaphore;
+use tracing::{Instrument, info_span, warn};
+
+/// How long a cache of better priority is still waited for once a worse one has a path.
+pub const SLOW_CACHE_GRACE: Duration = Duration::from_millis(300);
+
+/// What went wrong with a cache or a substitution.
+#[derive(Debug, Clone, Error)]
+pub enum SubstituteError {
+    /// A `substituters` entry that is no cache URL.
+    #[error("invalid substituter '{url}': {why}")]
+    BadUrl {
+        /// The entry.
+        url: String,
+        /// Why.
+        why: String,
+    },
+    /// The cache cannot be used (no `nix-cache-info`, another store directory, down).
+    #[error("{0}")]
+    CacheUnusable(String),
+    /// A download failed.
+    #[error("unable to download '{url}': {why}")]
+    Transfer {
+        /// What was asked for.
+        url: String,
+        /// Why it failed.
+        why: String,
+    },
+    /// A narinfo that cannot be used.
+    #[error("binary cache '{cache}' has a bad narinfo for '{path}': {why}")]
+    BadNarInfo {
+        /// The cache.
+        cache: String,
+        /// The path.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// No cache offers a path (a reference of something being substituted).
+    #[error("path '{0}' is required, but there is no substituter that can provide it")]
+    NoSubstitute(String),
+    /// The store could not say which paths are valid.
+    #[error("reading the store's valid paths: {0}")]
+    Store(String),
+    /// The store refused the NAR (hash or size mismatch, bad contents) or failed.
+    #[error("substituting '{path}' from '{cache}': {why}")]
+    Ingest {
+        /// The path.
+        path: String,
+        /// The cache it came from.
+        cache: String,
+        /// The store's error.
+        why: String,
+    },
+}
+
+/// How substitution is set up (Nix's settings of the same names).
+#[derive(Debug, Clone)]
+pub struct SubstituterSettings {
+    /// `substituters`, in order.
+    pub urls: Vec<String>,
+    /// `trusted-public-keys`.
+    pub trusted_keys: TrustedKeys,
+    /// `require-sigs`.
+    pub require_sigs: bool,
+    /// `http-connections`: requests in flight at once (0: Nix's default, 25).
+    pub http_connections: usize,
+    /// `max-substitution-jobs`: paths downloaded at once (0: Nix's default, 16).
+    pub max_jobs: usize,
+    /// `download-attempts`: tries per NAR transfer.
+    pub download_attempts: u32,
+    /// `narinfo-cache-positive-ttl`.
+    pub positive_ttl: Duration,
+    /// `narinfo-cache-negative-ttl`.
+    pub negative_ttl: Duration,
+}
+
+impl Default for SubstituterSettings {
+    fn default() -> SubstituterSettings {
+        SubstituterSettings {
+            urls: Vec::new(),
+            trusted_keys: TrustedKeys::new(),
+            require_sigs: true,
+            http_connections: 25,
+            max_jobs: 16,
+            download_attempts: 5,
+            positive_ttl: Duration::from_secs(30 * 24 * 3600),
+            negative_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A path some cache offers, with the narinfo it offers it with.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    /// The cache.
+    pub cache: Arc<BinaryCache>,
+    /// Its narinfo for the path.
+    pub narinfo: Arc<NarInfo>,
+}
+
+/// The answers to one query: offers, and warnings for the client (refused narinfos, caches
+/// that could not be asked).
+#[derive(Debug, Default)]
+pub struct Answers {
+    /// The chosen offer per path that some cache has.
+    pub offers: BTreeMap<StorePath, Offer>,
+    /// What the client should be told.
+    pub warnings: Vec<String>,
+}
+
+/// The configured caches, with a shared HTTP client and a cache of narinfo lookups.
+#[derive(Debug)]
+pub struct Substituters {
+    caches: Vec<Arc<BinaryCache>>,
+    settings: SubstituterSettings,
+    store_dir: StoreDir,
+    client: reqwest::Client,
+    requests: Arc<Semaphore>,
+    /// (cache index, hash part) -> when looked up, and what was found (trusted or not).
+    looked_up: std::sync::Mutex<HashMap<(usize, String), (Instant, Lookup)>>,
+}
+
+/// What a cache said about a path.
+#[derive(Debug, Clone)]
+enum Lookup {
+    /// It has no such path.
+    Absent,
+    /// It has it, with this narinfo.
+    Present(Arc<NarInfo>),
+}
+
+impl Substituters {
+    /// The caches of `settings.urls` (an entry that is no cache URL is an error).
+    pub fn new(
+        settings: SubstituterSettings,
+        store_dir: StoreDir,
+    ) -> Result<Substituters, SubstituteError> {
+        let caches = settings
+            .urls
+            .iter()
+            .map(|u| BinaryCache::new(u).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let connections = if settings.http_connections == 0 {
+            25
+        } else {
+            settings.http_connections
+        };
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(connections)
+            .user_agent(concat!("pkgchain/", env!("CARGO_PKG_VERSION")))
+            .no_proxy()
+            .build()
+            .map_err(|e| SubstituteError::CacheUnusable(format!("no HTTP client: {e}")))?;
+        Ok(Substituters {
+            caches,
+            settings,
+            store_dir,
+            client,
+            requests: Arc::new(Semaphore::new(connections)),
+            looked_up: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether any cache is configured.
+    pub fn is_empty(&self) -> bool {
+        self.caches.is_empty()
+    }
+
+    /// Which of `paths` the caches offer, each from the cache of best priority that answers
+    /// in time with a narinfo this daemon may trust.
+    pub async fn query(&self, paths: &[StorePath]) -> Answers {
+        let mut answers = Answers::default();
+        if self.caches.is_empty() || paths.is_empty() {
+            return answers;
+        }
+        // The caches' priorities (a cache that cannot be used is left out, with a warning).
+        let infos = futures::future::join_all(
+            self.caches
+                .iter()
+                .map(|cache| cache.info(&self.client, &self.store_dir)),
+        )
+        .await;
+        let mut usable: Vec<(usize, i32)> = Vec::new();
+        for (i, info) in infos.into_iter().enumerate() {
+            match info {
+                Ok(info) => usable.push((i, self.caches[i].priority(info))),
+                Err((e, first)) => {
+                    if first {
+                        answers.warnings.push(format!("warning: {e}"));
+                    }
+                }
+            }
+        }
+        // Every path at once: `lookup` keeps to `http-connections` requests in flight.
+        let mut all = FuturesUnordered::new();
+        for path in paths {
+            all.push(self.query_one(path, &usable));
+        }
+        while let Some((path, offer, warnings)) = all.next().await {
+            answers.warnings.extend(warnings);
+            if let Some(offer) = offer {
+                answers.offers.insert(path, offer);
+            }
+        }
+        answers
+    }
+
+    /// One path, asked of every usable cache at once.
+    async fn query_one(
+        &self,
+        path: &StorePath,
+        usable: &[(usize, i32)],
+    ) -> (StorePath, Option<Offer>, Vec<String>) {
+        let mut warnings = Vec::new();
+        let mut pending = FuturesUnordered::new();
+        for &(i, priority) in usable {
+            pending.push(self.lookup_ranked(i, priority, path));
+        }
+        // The best acceptable answer so far: (priority, cache index, offer).
+        let mut best: Option<(i32, usize, Offer)> = None;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, pending.next()).await {
+                    Ok(n) => n,
+                    // Only caches of better priority are still out, and they are slow.
+                    Err(_) => break,
+                },
+                None => pending.next().await,
+            };
+            let Some((i, priority, found)) = next else {
+                break;
+            };
+            let cache = &self.caches[i];
+            match found {
+                Ok(Lookup::Absent) => {}
+                Ok(Lookup::Present(narinfo)) => {
+                    if !self.may_trust(&narinfo) {
+                        warnings.push(format!(
+                            "warning: substituter '{}' does not have a valid signature for path '{}'",
+                            cache.url(),
+                            self.store_dir.display(path)
+                        ));
+                        continue;
+                    }
+                    let better = best
+                        .as_ref()
+                        .is_none_or(|(p, j, _)| (priority, i) < (*p, *j));
+                    if better {
+                        best = Some((
+                            priority,
+                            i,
+                            Offer {
+                                cache: cache.clone(),
+                                narinfo,
+                            },
+                        ));
+                    }
+                }
+                Err(e) => warnings.push(format!("warning: {e}")),
+            }
+            if let Some((p, j, _)) = &best {
+                // Nothing still out can beat it: done.
+                let can_beat = usable
+                    .iter()
+                    .any(|&(k, q)| (q, k) < (*p, *j) && !self.answered(k, path));
+                if !can_beat {
+                    break;
+                }
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + SLOW_CACHE_GRACE);
+            }
+        }
+        (path.clone(), best.map(|(_, _, o)| o), warnings)
+    }
+
+    /// [`Substituters::lookup`] with the cache's index and priority attached.
+    async fn lookup_ranked(
+        &self,
+        i: usize,
+        priority: i32,
+        path: &StorePath,
+    ) -> (usize, i32, Result<Lookup, SubstituteError>) {
+        (i, priority, self.lookup(i, path).await)
+    }
+
+    /// Whether cache `i` has an answer about `path` on record (fresh).
+    fn answered(&self, i: usize, path: &StorePath) -> bool {
+        self.recorded(i, path).is_some()
+    }
+
+    /// A fresh recorded lookup.
+    fn recorded(&self, i: usize, path: &StorePath) -> Option<Lookup> {
+        let map = self.looked_up.lock().unwrap_or_else(|e| e.into_inner());
+        let (when, lookup) = map.get(&(i, path.hash_part().to_owned()))?;
+        let ttl = match lookup {
+            Lookup::Absent => self.settings.negative_ttl,
+            Lookup::Present(_) => self.settings.positive_ttl,
+        };
+        (when.elapsed() < ttl).then(|| lookup.clone())
+    }
+
+    /// Asks cache `i` about `path` (or answers from the record of an earlier lookup).
+    async fn lookup(&self, i: usize, path: &StorePath) -> Result<Lookup, SubstituteError> {
+        if let Some(known) = self.recorded(i, path) {
+            return Ok(known);
+        }
+        let _permit = self.requests.acquire().await;
+        let found = self.caches[i]
+            .narinfo(&self.client, &self.store_dir, path)
+            .await?;
+        let lookup = match found {
+            Some(n) => Lookup::Present(Arc::new(n)),
+            None => Lookup::Absent,
+        };
+        self.looked_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                (i, path.hash_part().to_owned()),
+                (Instant::now(), lookup.clone()),
+            );
+        Ok(lookup)
+    }
+
+    /// Whether a narinfo may be used: signed by a trusted key, or signatures not required,
+    /// or content-addressed (the store checks the address against the contents).
+    fn may_trust(&self, narinfo: &NarInfo) -> bool {
+        !self.settings.require_sigs
+            || narinfo.is_trusted(&self.settings.trusted_keys, 1)
+            || narinfo.is_content_addressed()
+    }
+
+    /// Substitutes `wanted` (those not valid yet) with every reference they need, references
+    /// first, up to `max-substitution-jobs` at once. Messages for the client go to `tell`.
+    /// Returns the paths substituted; on error, what was substituted before it stays valid.
+    pub async fn substitute_closure(
+        &self,
+        store: &Store,
+        wanted: &[StorePath],
+        tell: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<Vec<StorePath>, SubstituteError> {
+        let plan = self.plan(store, wanted, tell).await?;
+        let mut waiting: BTreeMap<StorePath, BTreeSet<StorePath>> = plan
+            .iter()
+            .map(|(p, offer)| {
+                let refs = offer
+                    .narinfo
+                    .references
+                    .iter()
+                    .filter(|r| *r != p && plan.contains_key(*r))
+                    .cloned()
+                    .collect();
+                (p.clone(), refs)
+            })
+            .collect();
+        let jobs = if self.settings.max_jobs == 0 {
+            16
+        } else {
+            self.settings.max_jobs
+        };
+        let mut running = FuturesUnordered::new();
+        let mut done = Vec::new();
+        loop {
+            let ready: Vec<StorePath> = waiting
+                .iter()
+                .filter(|(_, refs)| refs.is_empty())
+                .map(|(p, _)| p.clone())
+                .take(jobs.saturating_sub(running.len()))
+                .collect();
+            for p in ready {
+                waiting.remove(&p);
+                let offer = plan[&p].clone();
+                tell(format!(
+                    "copying path '{}' from '{}'...",
+                    self.store_dir.display(&p),
+                    offer.cache.url()
+                ));
+                let span = info_span!("substitute", path = %p, cache = offer.cache.url());
+                running.push(
+                    async move {
+                        let r = self.fetch_one(store, &offer).await;
+                        (p, r)
+                    }
+                    .instrument(span),
+                );
+            }
+            let Some((p, result)) = running.next().await else {
+                break;
+            };
+            result?;
+            for refs in waiting.values_mut() {
+                refs.remove(&p);
+            }
+            done.push(p);
+        }
+        if let Some((stuck, _)) = waiting.iter().next() {
+            // Only a reference cycle between narinfos leaves paths waiting.
+            return Err(SubstituteError::NoSubstitute(self.store_dir.display(stuck)));
+        }
+        Ok(done)
+    }
+
+    /// Every path to substitute for `wanted`: those not valid, with their references that are
+    /// not valid either, each with its offer. A path no cache offers is an error.
+    async fn plan(
+        &self,
+        store: &Store,
+        wanted: &[StorePath],
+        tell: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<BTreeMap<StorePath, Offer>, SubstituteError> {
+        let mut plan: BTreeMap<StorePath, Offer> = BTreeMap::new();
+        let mut level: Vec<StorePath> = wanted.to_vec();
+        let mut seen: BTreeSet<StorePath> = level.iter().cloned().collect();
+        while !level.is_empty() {
+            // One database query per level, not one per path.
+            let valid = store
+                .query_valid_paths(&level)
+                .await
+                .map_err(|e| SubstituteError::Store(e.to_string()))?;
+            let missing: Vec<StorePath> =
+                level.into_iter().filter(|p| !valid.contains(p)).collect();
+            let answers = self.query(&missing).await;
+            for w in answers.warnings {
+                tell(w);
+            }
+            let mut next = Vec::new();
+            for p in missing {
+                let Some(offer) = answers.offers.get(&p) else {
+                    return Err(SubstituteError::NoSubstitute(self.store_dir.display(&p)));
+                };
+                for r in &offer.narinfo.references {
+                    if seen.insert(r.clone()) {
+                        next.push(r.clone());
+                    }
+                }
+                plan.insert(p, offer.clone());
+            }
+            level = next;
+        }
+        Ok(plan)
+    }
+
+    /// Downloads one path into the store, trying again when the transfer breaks.
+    async fn fetch_one(
+        &self,
+        store: &Store,
+        offer: &Offer,
+    ) -> Result<pkgchain_store::PathInfo, SubstituteError> {
+        let narinfo = &offer.narinfo;
+        let shown = narinfo.absolute_path();
+        let mut info = PathInfo::new(
+            narinfo.store_dir.clone(),
+            narinfo.nar_hash.clone(),
+            narinfo.nar_size,
+        );
+        info.references = narinfo.references.clone();
+        info.deriver = narinfo.deriver.clone();
+        info.sigs = narinfo.sigs.clone();
+        info.ca = narinfo.ca.clone();
+        let valid = ValidPathInfo {
+            path: narinfo.store_path.clone(),
+            info,
+        };
+        let attempts = self.settings.download_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            let broken = Arc::new(AtomicBool::new(false));
+            let result = match offer.cache.nar(&self.client, narinfo, broken.clone()).await {
+                Ok(mut nar) => store.add_nar(&valid, &mut nar, false).await.map_err(|e| {
+                    SubstituteError::Ingest {
+                        path: shown.clone(),
+                        cache: offer.cache.url().to_owned(),
+                        why: e.to_string(),
+                    }
+                }),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(info) => return Ok(info),
+                Err(e)
+                    if attempt < attempts && broken.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    let pause = Duration::from_millis(250) * 2u32.saturating_pow(attempt - 1);
+                    warn!(path = %shown, error = %e, attempt, "transfer failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pkgchain_store_model::hash::{Hash, sha256};
+    use pkgchain_store_model::signature::SecretKey;
+
+    fn path(i: u8) -> StorePath {
+        StorePath::from_base_name(&format!("{:0>32}-p{i}", i)).expect("path")
+    }
+
+    /// A `file://` cache in `dir` with `nix-cache-info` at `priority` and a narinfo per path,
+    /// signed with `key` (when given) and naming `tag` in its URL.
+    fn cache(
+        dir: &std::path::Path,
+        priority: i32,
+        paths: &[StorePath],
+        key: Option<&SecretKey>,
+        tag: &str,
+    ) {
+        std::fs::create_dir_all(dir).expect("dir");
+        std::fs::write(
+            dir.join("nix-cache-info"),
+            format!("StoreDir: /nix/store\nPriority: {priority}\n"),
+        )
+        .expect("info");
+        for p in paths {
+            let mut info = NarInfo::new(
+                StoreDir::default(),
+                p.clone(),
+                format!("nar/{tag}.nar"),
+                Hash::sha256(sha256(b"x")),
+                8,
+            );
+            if let Some(key) = key {
+                info.sign(key).expect("sign");
+            }
+            std::fs::write(
+                dir.join(format!("{}.narinfo", p.hash_part())),
+                info.to_text(),
+            )
+            .expect("narinfo");
+        }
+    }
+
+    fn settings(urls: Vec<String>, key: &SecretKey) -> SubstituterSettings {
+        let mut trusted_keys = TrustedKeys::new();
+        trusted_keys.insert(key.to_public_key());
+        SubstituterSettings {
+            urls,
+            trusted_keys,
+            ..SubstituterSettings::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_best_priority_wins_and_untrusted_narinfos_are_refused() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let key = SecretKey::from_seed_bytes("good-1", [7; 32]).expect("key");
+        let other = SecretKey::from_seed_bytes("other-1", [8; 32]).expect("key");
+        let (a, b, c, d) = (path(1), path(2), path(3), path(4));
+        // "low" is listed first but has the worse priority; "high" lacks `b`; "rogue" signs
+        // with a key nobody trusts and is the only one with `c`.
+        cache(
+            &tmp.path().join("low"),
+            50,
+            &[a.clone(), b.clone()],
+            Some(&key),
+            "low",
+        );
+        cache(
+            &tmp.path().join("high"),
+            10,
+            std::slice::from_ref(&a),
+            Some(&key),
+            "high",
+        );
+        cache(
+            &tmp.path().join("rogue"),
+            1,
+            &[a.clone(), c.clone()],
+            Some(&other),
+            "rogue",
+        );
+        let url = |n: &str| format!("file://{}", tmp.path().join(n).display());
+        let subs = Substituters::new(
+            settings(
+                vec![url("low"), url("high"), url("rogue"), url("missing")],
+                &key,
+            ),
+            StoreDir::default(),
+        )
+        .expect("substituters");
+        let answers = subs
+            .query(&[a.clone(), b.clone(), c.clone(), d.clone()])
+            .await;
+        let from = |p: &StorePath| answers.offers.get(p).map(|o| o.narinfo.url.clone());
+        assert_eq!(from(&a).as_deref(), Some("nar/high.nar"));
+        assert_eq!(from(&b).as_deref(), Some("nar/low.nar"));
+        assert_eq!(from(&c), None);
+        assert_eq!(from(&d), None);
+        let rogue = url("rogue");
+        assert!(
+            answers.warnings.iter().any(|w| w.contains(&format!(
+                "substituter '{rogue}' does not have a valid signature for path '/nix/store/{c}'"
+            ))),
+            "{:?}",
+            answers.warnings
+        );
+        // The cache without nix-cache-info is named once, not on every query.
+        let missing = answers
+            .warnings
+            .iter()
+            .filter(|w| w.contains("does not appear to be a binary cache"))
+            .count();
+        assert_eq!(missing, 1, "{:?}", answers.warnings);
+        let again = subs.query(std::slice::from_ref(&a)).await;
+        assert!(
+            !again.warnings.iter().any(|w| w.contains("does not appear")),
+            "{:?}",
+            again.warnings
+        );
+
+        // Without require-sigs, the rogue cache's offer is taken (it has the best priority).
+        let mut lax = settings(vec![url("low"), url("rogue")], &key);
+        lax.require_sigs = false;
+        let subs = Substituters::new(lax, StoreDir::default()).expect("substituters");
+        let answers = subs.query(&[a.clone(), c.clone()]).await;
+        assert_eq!(
+            answers.offers.get(&a).map(|o| o.narinfo.url.as_str()),
+            Some("nar/rogue.nar")
+        );
+        assert!(answers.offers.contains_key(&c));
+    }
+
+    #[tokio::test]
+    async fn a_narinfo_for_another_path_is_an_error_naming_both() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let key = SecretKey::from_seed_bytes("good-1", [7; 32]).expect("key");
+        let dir = tmp.path().join("c");
+        cache(&dir, 10, &[path(1)], Some(&key), "x");
+        // p2's narinfo file holds p1's narinfo.
+        let p1 = std::fs::read(dir.join(format!("{}.narinfo", path(1).hash_part()))).expect("read");
+        std::fs::write(dir.join(format!("{}.narinfo", path(2).hash_part())), p1).expect("write");
+        let subs = Substituters::new(
+            settings(vec![format!("file://{}", dir.display())], &key),
+            StoreDir::default(),
+        )
+        .expect("substituters");
+        let answers = subs.query(&[path(2)]).await;
+        assert!(answers.offers.is_empty());
+        assert!(
+            answers
+                .warnings
+                .iter()
+                .any(|w| w.contains("has a bad narinfo") && w.contains("describes")),
+            "{:?}",
+            answers.warnings
+        );
+    }
+}

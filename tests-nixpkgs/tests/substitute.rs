@@ -1,0 +1,299 @@
+//! Substitution from binary caches, end to end. The caches are made by the real Nix (2.8, on a
+//! local store of its own: `nix copy --to 'file://DIR?compression=…&secret-key=…'` of a built
+//! closure) and served over loopback HTTP by `python3 -m http.server`. Then the real Nix 2.8
+//! and 2.34 clients run `nix-build` through our daemon with `--max-jobs 0`, so the outputs can
+//! only come from the cache:
+//!
+//! * from an xz and a zstd cache over HTTP and a bzip2 `file://` cache, with a dead cache
+//!   listed first: the client is told what will be fetched (`QueryMissing`), the closure is
+//!   substituted (references first), verifies, and reads back;
+//! * a narinfo signed by a key that is not trusted is refused with Nix's warning, and nothing
+//!   becomes valid;
+//! * a NAR changed by one byte fails its hash check, and nothing becomes valid.
+//!
+//! And the other way: `pkgchain serve-cache` serves our store, and the real Nix 2.34 copies
+//! from it with signatures required.
+
+use std::path::Path;
+
+use pkgchain_tests_nixpkgs::scenario::{
+    Client, Daemon, Role, ScenarioRun, client_available, transcript,
+};
+use pkgchain_tests_nixpkgs::{
+    HttpServer, in_namespace_ok, prerequisites, readable_input_dir, value,
+};
+
+/// Builds `dependent` (which refers to `simple`) of `builds.nix` with the host's Nix 2.8 on a
+/// local store in a private `/nix`, and copies its closure into `cache/xz`, `cache/zstd`,
+/// `cache/bzip2` and `cache/none` under `input`, signed with a fresh key (`cache/pk`, `cache/sk`). Returns the
+/// output path.
+fn make_caches(input: &Path) -> String {
+    let nix_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("nix");
+    std::fs::copy(nix_dir.join("builds.nix"), input.join("builds.nix")).expect("copy");
+    let script = format!(
+        r#"
+export NIX_CONFIG=$'sandbox = false\nbuild-users-group =\nsubstituters =\nexperimental-features = nix-command'
+C='{input}/cache'
+mkdir -p "$C"
+out=$(nix-build '{input}/builds.nix' -A dependent --no-out-link 2> /nix/build.log) || {{ cat /nix/build.log; exit 1; }}
+nix-store --generate-binary-cache-key test-cache-1 "$C/sk" "$C/pk"
+for comp in xz zstd bzip2 none; do
+  nix copy --to "file://$C/$comp?compression=$comp&secret-key=$C/sk" "$out"
+done
+chmod -R a+rX "$C"
+echo "out=$out"
+"#,
+        input = input.display()
+    );
+    in_namespace_ok(&script, &[])
+        .lines()
+        .find_map(|l| l.strip_prefix("out=").map(str::to_owned))
+        .expect("out")
+}
+
+/// `nix-build -A dependent --max-jobs 0` through our daemon with `client`, substituting from
+/// `substituters` with `trusted-public-keys = keys`; the transcript says what happened.
+fn build_through_ours(client: Client, input: &Path, substituters: &str, keys: &str) -> String {
+    let script = r#"
+if out=$(nix-build /mnt/in/builds.nix -A dependent --max-jobs 0 --no-out-link 2> /nix/build.log); then
+  echo "built=$out"
+  echo "content=$(cat "$out")"
+  nix-store --verify-path "$out" && echo "verified"
+  echo "references=$(nix-store -q --references "$out" | sed 's|^/nix/store/[a-z0-9]*-||' | tr '\n' ' ')"
+else
+  echo "build failed"
+fi
+grep -o "copying path '[^']*' from '[^']*'" /nix/build.log | sed 's|/nix/store/[a-z0-9]*-||' | sort | sed 's/^/copied: /' || true
+grep -i "signature\|hash mismatch\|NAR hash\|error" /nix/build.log | sed 's/^/said: /' || true
+grep -o "these [0-9]* paths will be fetched" /nix/build.log | sed 's/^/missing: /' || true
+echo "valid outputs: $(nix-store --check-validity $(cat /mnt/in/outputs) 2>/dev/null && echo all || echo not-all)"
+"#;
+    let config = format!(
+        r"sandbox = false\nbuild-users-group =\nsubstituters = {substituters}\ntrusted-public-keys = {keys}"
+    );
+    transcript(&ScenarioRun {
+        client,
+        daemon: Daemon::Ours,
+        role: Role::Root,
+        input,
+        file: "substitute.sh",
+        script,
+        config: &config,
+    })
+}
+
+/// The input directory with the caches, the output path and its closure (written to
+/// `outputs`), or `None` when the tools are missing.
+fn setup(client: Client) -> Option<(tempfile::TempDir, String)> {
+    let mut tools = vec!["unshare", "nix-build", "nix", "python3"];
+    if client == Client::Nix234 {
+        tools.push("chroot");
+    }
+    if !prerequisites(&tools) || !client_available(client) {
+        return None;
+    }
+    let input = readable_input_dir("pkgchain-substitute-e2e-");
+    let out = make_caches(input.path());
+    let narinfos = std::fs::read_dir(input.path().join("cache/xz"))
+        .expect("cache")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".narinfo"))
+        })
+        .count();
+    assert_eq!(narinfos, 2, "dependent and simple in the cache");
+    // Both paths of the closure, for the validity checks.
+    let closure: Vec<String> = std::fs::read_dir(input.path().join("cache/xz"))
+        .expect("cache")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            text.lines()
+                .find_map(|l| l.strip_prefix("StorePath: "))
+                .map(str::to_owned)
+        })
+        .collect();
+    std::fs::write(input.path().join("outputs"), closure.join(" ")).expect("outputs");
+    Some((input, out))
+}
+
+/// Where a test's cache is served from.
+enum Served {
+    Http,
+    File,
+}
+
+fn substitutes_from(client: Client, compression: &str, served: Served) {
+    let Some((input, out)) = setup(client) else {
+        return;
+    };
+    let server = HttpServer::start(&input.path().join("cache"));
+    let pk = std::fs::read_to_string(input.path().join("cache/pk")).expect("pk");
+    let url = match served {
+        Served::Http => format!("http://127.0.0.1:{}/{compression}", server.port),
+        // The input directory is /mnt/in for the daemon and the client.
+        Served::File => format!("file:///mnt/in/cache/{compression}"),
+    };
+    // A dead cache first (nothing listens on port 1): the live one still answers.
+    let caches = format!("http://127.0.0.1:1 {url}");
+    let t = build_through_ours(client, input.path(), &caches, pk.trim());
+    println!("{t}");
+    // QueryMissing told the client what would be fetched.
+    assert!(t.contains("missing: these 2 paths will be fetched"), "{t}");
+    assert_eq!(value(&t, "built"), out, "{t}");
+    assert!(t.contains("\nverified\n"), "{t}");
+    assert!(value(&t, "content").ends_with("-simple"), "{t}");
+    assert!(
+        value(&t, "content").starts_with("hello from /nix/store/"),
+        "{t}"
+    );
+    assert_eq!(value(&t, "references"), "simple ", "{t}");
+    assert!(
+        t.contains(&format!("copied: copying path 'dependent' from '{url}'")),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("copied: copying path 'simple' from '{url}'")),
+        "{t}"
+    );
+    assert!(t.contains("valid outputs: all"), "{t}");
+}
+
+#[test]
+fn nix_2_8_builds_by_substituting_from_an_xz_cache() {
+    substitutes_from(Client::Nix28, "xz", Served::Http);
+}
+
+#[test]
+fn nix_2_34_builds_by_substituting_from_a_zstd_cache() {
+    substitutes_from(Client::Nix234, "zstd", Served::Http);
+}
+
+#[test]
+fn nix_2_34_builds_by_substituting_from_a_bzip2_file_cache() {
+    substitutes_from(Client::Nix234, "bzip2", Served::File);
+}
+
+#[test]
+fn untrusted_signatures_and_tampered_nars_make_nothing_valid() {
+    let client = Client::Nix234;
+    let Some((input, _out)) = setup(client) else {
+        return;
+    };
+    let server = HttpServer::start(&input.path().join("cache"));
+    // Signed, but by a key nobody trusts here.
+    let other = "other-cache-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
+    let url = format!("http://127.0.0.1:{}/xz", server.port);
+    let t = build_through_ours(client, input.path(), &url, other);
+    println!("{t}");
+    assert!(t.contains("build failed"), "{t}");
+    assert!(
+        t.contains(&format!(
+            "substituter '{url}' does not have a valid signature for path"
+        )),
+        "{t}"
+    );
+    assert!(t.contains("valid outputs: not-all"), "{t}");
+    assert!(!t.contains("copied:"), "{t}");
+
+    // One byte of `simple`'s NAR changed (uncompressed, so the NAR still parses).
+    let none = input.path().join("cache/none");
+    let simple_info = std::fs::read_dir(&none)
+        .expect("cache")
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .find(|text| {
+            text.lines()
+                .any(|l| l.starts_with("StorePath: ") && l.ends_with("-simple"))
+        })
+        .expect("simple's narinfo");
+    let url_line = simple_info.lines().find_map(|l| l.strip_prefix("URL: "));
+    let nar = none.join(url_line.expect("a URL line"));
+    let mut bytes = std::fs::read(&nar).expect("nar");
+    let at = bytes
+        .windows(5)
+        .position(|w| w == b"hello")
+        .expect("contents in the NAR");
+    bytes[at] = b'j';
+    std::fs::write(&nar, bytes).expect("tamper");
+    let pk = std::fs::read_to_string(input.path().join("cache/pk")).expect("pk");
+    let url = format!("http://127.0.0.1:{}/none", server.port);
+    let t = build_through_ours(client, input.path(), &url, pk.trim());
+    println!("{t}");
+    assert!(t.contains("build failed"), "{t}");
+    assert!(
+        t.to_lowercase().contains("hash"),
+        "the error names the hash check: {t}"
+    );
+    assert!(t.contains("valid outputs: not-all"), "{t}");
+}
+
+/// `pkgchain serve-cache`: our store, filled by a build through our daemon, served as a cache
+/// and signed with a fresh key; the real Nix 2.34 copies the closure from it into a store of
+/// its own with signatures required, and refuses it when it trusts another key.
+#[test]
+fn nix_2_34_substitutes_from_our_served_cache_with_signatures_required() {
+    let client = Client::Nix234;
+    if !prerequisites(&["unshare", "nix-build", "nix-store", "chroot"]) || !client_available(client)
+    {
+        return;
+    }
+    let input = readable_input_dir("pkgchain-serve-cache-e2e-");
+    let nix_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("nix");
+    std::fs::copy(nix_dir.join("builds.nix"), input.path().join("builds.nix")).expect("copy");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let chroot = pkgchain_tests_nixpkgs::scenario::SID_CHROOT;
+    let script = format!(
+        r#"
+export PKGCHAIN_IPFS_DIR=/nix/ipfs
+export NIX_CONFIG=$'{builds_config}'
+mkdir -p /nix/ipfs
+'{daemon}' --view fuse > /nix/daemon.log 2>&1 &
+dpid=$!
+spid=
+trap "umount -l '{chroot}/nix/store' 2>/dev/null || true; [ -z \"\$spid\" ] || kill \$spid 2>/dev/null || true; kill -TERM \$dpid 2>/dev/null; wait \$dpid 2>/dev/null || true" EXIT
+for i in $(seq 1 100); do [ -S /nix/var/nix/daemon-socket/socket ] && break; sleep 0.1; done
+out=$(NIX_REMOTE=daemon nix-build '{input}/builds.nix' -A dependent --no-out-link 2> /nix/build.log) || {{ cat /nix/build.log /nix/daemon.log; exit 1; }}
+NIX_REMOTE=daemon nix-store --generate-binary-cache-key served-1 /nix/sk /nix/pk
+'{pkgchain}' serve-cache --listen 127.0.0.1:{port} --secret-key-file /nix/sk > /nix/serve.log 2>&1 &
+spid=$!
+for i in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && break; sleep 0.1; done
+mount --bind /proc '{chroot}/proc'
+mount --rbind /dev '{chroot}/dev'
+mount --rbind /nix '{chroot}/nix'
+copy() {{
+  chroot '{chroot}' env -i PATH=/usr/bin:/bin HOME=/nix/home NIX_CONFIG="$(printf 'experimental-features = nix-command\nrequire-sigs = true\nsubstituters =\ntrusted-public-keys = %s' "$1")" \
+    nix copy --from http://127.0.0.1:{port} --to "local?root=/nix/$2" "$out" > /nix/copy-$2.log 2>&1
+}}
+if copy "$(cat /nix/pk)" consumer; then
+  echo "copied"
+  echo "content=$(cat "/nix/consumer$out")"
+  echo "paths=$(ls /nix/consumer/nix/store | grep -v '\.lock$' | sed 's/^[a-z0-9]*-//' | sort | tr '\n' ' ')"
+else
+  echo "copy failed"; cat /nix/copy-consumer.log
+fi
+if copy "other-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=" doubter; then
+  echo "copied without a trusted signature"
+else
+  echo "refused=$(grep -i 'signature' /nix/copy-doubter.log | head -n 1)"
+fi
+echo "doubter_has=$(ls /nix/doubter/nix/store 2>/dev/null | grep -c -- '-simple$\|-dependent$' || true)"
+"#,
+        daemon = pkgchain_tests_nixpkgs::daemon_bin().display(),
+        pkgchain = pkgchain_tests_nixpkgs::workspace_bin("pkgchain").display(),
+        input = input.path().display(),
+        builds_config = pkgchain_tests_nixpkgs::scenario::SANDBOXED_BUILDS_CONFIG,
+    );
+    let t = in_namespace_ok(&script, &[]);
+    println!("{t}");
+    assert!(t.lines().any(|l| l == "copied"), "{t}");
+    assert!(
+        value(&t, "content").starts_with("hello from /nix/store/"),
+        "{t}"
+    );
+    assert_eq!(value(&t, "paths"), "dependent simple ", "{t}");
+    assert!(value(&t, "refused").contains("signature"), "{t}");
+    assert_eq!(value(&t, "doubter_has"), "0", "{t}");
+}
