@@ -247,7 +247,7 @@ impl BinaryCache {
         let method = info.compression.as_str();
         let decoder: MakeDecoder = match method {
             "" | "bzip2" => |r| Ok(Box::new(bzip2::bufread::MultiBzDecoder::new(r))),
-            "xz" => |r| Ok(Box::new(xz2::bufread::XzDecoder::new_multi_decoder(r))),
+            "xz" => |r| Ok(Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r))),
             "zstd" => |r| Ok(Box::new(zstd::stream::read::Decoder::with_buffer(r)?)),
             "none" => return Ok(Box::pin(raw)),
             other => {

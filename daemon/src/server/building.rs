@@ -2,6 +2,7 @@
 //! wanted outputs to the scheduler ([`crate::build`]) and forwards, while it waits, each
 //! build's activity and log lines to the client as nix-daemon does.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use pkgchain_protocol::activity::{ActivityType, Field, ResultType};
@@ -66,28 +67,10 @@ impl Conn {
         let mut results: Vec<Option<BuildResult>> = vec![None; paths.len()];
         let mut wanted = Vec::new();
         let mut wanted_at = Vec::new();
+        self.realise_opaque_paths(&paths, &mut results).await?;
         for (i, p) in paths.iter().enumerate() {
             match p {
-                DerivedPath::Opaque(path) => {
-                    results[i] = Some(if store.is_valid_path(path).await? {
-                        BuildResult::new(BuildStatus::AlreadyValid)
-                    } else {
-                        match self.substitute_paths(std::slice::from_ref(path)).await {
-                            Ok(()) => BuildResult::new(BuildStatus::Substituted),
-                            Err(OpError::Failed(msg)) => {
-                                let status = if self.substituters()?.is_some() {
-                                    BuildStatus::TransientFailure
-                                } else {
-                                    BuildStatus::NoSubstituters
-                                };
-                                let mut r = BuildResult::new(status);
-                                r.error_msg = msg;
-                                r
-                            }
-                            Err(other) => return Err(other),
-                        }
-                    });
-                }
+                DerivedPath::Opaque(_) => {}
                 DerivedPath::Built { drv_path, outputs } => {
                     if !drv_path.outputs.is_empty() {
                         return Err(failed(
@@ -127,6 +110,77 @@ impl Conn {
                 result: result.unwrap_or_else(|| BuildResult::new(BuildStatus::MiscFailure)),
             })
             .collect())
+    }
+
+    /// The results of the opaque paths among `paths`: valid already, or substituted (all of
+    /// them at once, so that their downloads run side by side). When that fails, each path
+    /// not valid yet is tried on its own, so that each gets its own result.
+    async fn realise_opaque_paths(
+        &mut self,
+        paths: &[DerivedPath],
+        results: &mut [Option<BuildResult>],
+    ) -> Result<(), OpError> {
+        let opaque: Vec<(usize, StorePath)> = paths
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p {
+                DerivedPath::Opaque(path) => Some((i, path.clone())),
+                DerivedPath::Built { .. } => None,
+            })
+            .collect();
+        if opaque.is_empty() {
+            return Ok(());
+        }
+        let store = self.state.store.clone();
+        let asked: Vec<StorePath> = opaque.iter().map(|(_, p)| p.clone()).collect();
+        let valid = store.query_valid_paths(&asked).await?;
+        let missing: Vec<StorePath> = asked
+            .iter()
+            .filter(|p| !valid.contains(*p))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut failures: BTreeMap<StorePath, String> = BTreeMap::new();
+        if !missing.is_empty() {
+            match self.substitute_paths(&missing).await {
+                Ok(()) => {}
+                Err(OpError::Failed(msg)) if missing.len() == 1 => {
+                    failures.insert(missing[0].clone(), msg);
+                }
+                Err(OpError::Failed(_)) => {
+                    let now_valid = store.query_valid_paths(&missing).await?;
+                    for path in missing.iter().filter(|p| !now_valid.contains(*p)) {
+                        match self.substitute_paths(std::slice::from_ref(path)).await {
+                            Ok(()) => {}
+                            Err(OpError::Failed(msg)) => {
+                                failures.insert(path.clone(), msg);
+                            }
+                            Err(other) => return Err(other),
+                        }
+                    }
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        let no_substituters = self.substituters()?.is_none();
+        for (i, path) in opaque {
+            results[i] = Some(if valid.contains(&path) {
+                BuildResult::new(BuildStatus::AlreadyValid)
+            } else if let Some(msg) = failures.get(&path) {
+                let status = if no_substituters {
+                    BuildStatus::NoSubstituters
+                } else {
+                    BuildStatus::TransientFailure
+                };
+                let mut r = BuildResult::new(status);
+                r.error_msg = msg.clone();
+                r
+            } else {
+                BuildResult::new(BuildStatus::Substituted)
+            });
+        }
+        Ok(())
     }
 
     /// Temp roots, for this connection, on every derivation the build of `drvs` may visit and
@@ -258,7 +312,7 @@ impl Conn {
 
     /// Runs the scheduler's future `run` (given the sender of its events), forwarding each
     /// build event to the client as it comes; returns what `run` returns.
-    async fn while_forwarding<T, F>(
+    pub(super) async fn while_forwarding<T, F>(
         &mut self,
         run: impl FnOnce(mpsc::UnboundedSender<BuildEvent>) -> F,
     ) -> Result<T, OpError>

@@ -18,6 +18,7 @@ use pkgchain_substitute::{SubstituteError, SubstituterSettings, Substituters};
 
 use super::connection::Conn;
 use super::ops::{OpError, failed};
+use crate::build::BuildEvent;
 
 /// The substituters of each distinct set of settings in use.
 #[derive(Debug, Default)]
@@ -152,17 +153,16 @@ impl Conn {
             )));
         };
         let store = self.state.store.clone();
-        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-        let sink = lines.clone();
-        let tell = move |line: String| {
-            sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-        };
-        let result = subs.substitute_closure(&store, paths, &tell).await;
-        let told: Vec<String> =
-            std::mem::take(&mut *lines.lock().unwrap_or_else(|e| e.into_inner()));
-        for line in told {
-            self.log_line(&line).await?;
-        }
+        // "copying path ..." reaches the client as each download starts.
+        let result = self
+            .while_forwarding(|events| async move {
+                let tell = move |line: String| {
+                    let _ = events.send(BuildEvent::Message(line));
+                };
+                subs.substitute_closure(&store, paths, &tell).await
+            })
+            .await?;
+        let store = &self.state.store;
         let done = result.map_err(|e| match e {
             SubstituteError::NoSubstitute(p) => failed(format!(
                 "path '{p}' is required, but there is no substituter that can build it"

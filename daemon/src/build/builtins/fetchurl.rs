@@ -226,7 +226,7 @@ impl Fetch<'_> {
                 .seek(std::io::SeekFrom::Start(0))
                 .map_err(|e| format!("reading '{}': {e}", tmp_path.display()))?;
             let input: Box<dyn Read> = if xz {
-                Box::new(xz2::read::XzDecoder::new_multi_decoder(BufReader::new(
+                Box::new(liblzma::read::XzDecoder::new_multi_decoder(BufReader::new(
                     std_file,
                 )))
             } else {
@@ -700,7 +700,7 @@ mod tests {
             w.finish().unwrap();
         }
         let nar_path = src.path().join("t.nar.xz");
-        let mut enc = xz2::write::XzEncoder::new(std::fs::File::create(&nar_path).unwrap(), 6);
+        let mut enc = liblzma::write::XzEncoder::new(std::fs::File::create(&nar_path).unwrap(), 6);
         enc.write_all(&nar).unwrap();
         enc.finish().unwrap();
         let url = format!("file://{}", nar_path.display());

@@ -96,7 +96,7 @@ pub(crate) fn unpack_tarball(mut input: impl BufRead, dest: &Path) -> Result<(),
     } else if magic.starts_with(b"BZh") {
         Box::new(bzip2::bufread::MultiBzDecoder::new(input))
     } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Box::new(xz2::bufread::XzDecoder::new_multi_decoder(input))
+        Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(input))
     } else {
         Box::new(input)
     };
@@ -336,7 +336,7 @@ mod tests {
     }
 
     fn xz(data: &[u8]) -> Vec<u8> {
-        let mut e = xz2::write::XzEncoder::new(Vec::new(), 1);
+        let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
         e.write_all(data).unwrap();
         e.finish().unwrap()
     }
