@@ -4,6 +4,13 @@
 # client (Nix 2.34's `nix-store -r`).
 #
 #   bench/substitute.sh [--paths N] [--mib M] [--runs R] [--compression zstd|xz] [--out FILE]
+#   bench/substitute.sh --query-missing [--paths N] [--slow-ms MS] [--runs R] [--out FILE]
+#
+# --query-missing times `nix-store -r --dry-run` of the N paths instead (the client's
+# QueryMissing: what will be fetched, and the sizes) with two caches: first a slow one of better
+# priority (a python3 server that answers every request after MS milliseconds: `nix-cache-info`
+# with `Priority: 30`, 404 for every narinfo), then the cache of the paths. Defaults there:
+# 2,000 paths of 1 KiB on average, 200 ms.
 #
 # The closure: N paths made with `nix-store --add` by the real Nix 2.34 on a local store of its
 # own, M MiB in all (sizes vary from 1/4 to 7/4 of the mean), contents half random bytes and
@@ -15,9 +22,11 @@
 # Prints a Markdown table (medians with min-max, ratio ours/nix) and the machine's load; writes
 # it to --out too.
 set -euo pipefail
-PATHS=300 MIB=500 RUNS=3 COMP=zstd OUT=
+PATHS= MIB= RUNS=3 COMP=zstd OUT= QUERY_MISSING= SLOW_MS=200
 while [ $# -gt 0 ]; do
     case $1 in
+    --query-missing) QUERY_MISSING=1; shift ;;
+    --slow-ms) SLOW_MS=$2; shift 2 ;;
     --paths) PATHS=$2; shift 2 ;;
     --mib) MIB=$2; shift 2 ;;
     --runs) RUNS=$2; shift 2 ;;
@@ -26,7 +35,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
-[[ $PATHS =~ ^[0-9]+$ && $MIB =~ ^[0-9]+$ && $RUNS =~ ^[0-9]+$ ]] || { echo "numbers wanted" >&2; exit 2; }
+if [ -n "$QUERY_MISSING" ]; then PATHS=${PATHS:-2000} MIB=${MIB:-2}; else PATHS=${PATHS:-300} MIB=${MIB:-500}; fi
+[[ $PATHS =~ ^[0-9]+$ && $MIB =~ ^[0-9]+$ && $RUNS =~ ^[0-9]+$ && $SLOW_MS =~ ^[0-9]+$ ]] || { echo "numbers wanted" >&2; exit 2; }
 [[ $COMP == zstd || $COMP == xz ]] || { echo "--compression is zstd or xz" >&2; exit 2; }
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 CHROOT=${SID_CHROOT:-/var/cache/pkgchain/sid-chroot}
@@ -37,7 +47,7 @@ DAEMON=$REPO/target/release/pkgchain-daemon
 WORK=$(mktemp -d /var/tmp/pkgchain-bench-substitute.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 log() { echo "[$(date +%T)] $*" >&2; }
-export WORK CHROOT DAEMON PATHS MIB COMP
+export WORK CHROOT DAEMON PATHS MIB COMP QUERY_MISSING
 
 # Runs "$@" in a private mount namespace with $1 as /nix and the chroot's /proc, /dev, /nix bound.
 in_ns() {
@@ -82,33 +92,79 @@ log "cache: $(ls "$WORK"/cache/*.narinfo | wc -l) narinfos, $CACHE_MIB MiB on di
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 python3 -m http.server --bind 127.0.0.1 "$PORT" --directory "$WORK/cache" > /dev/null 2>&1 &
 HTTP=$!
-trap 'kill $HTTP 2>/dev/null; rm -rf "$WORK"' EXIT
-for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
-export PORT
+SUBSTITUTERS=http://127.0.0.1:$PORT SLOW=
+if [ -n "$QUERY_MISSING" ]; then
+    SLOW_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    python3 - "$SLOW_PORT" "$SLOW_MS" > /dev/null 2>&1 <<'EOF' &
+import http.server, sys, time
+port, delay = int(sys.argv[1]), int(sys.argv[2]) / 1000
+class Slow(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def answer(self, body):
+        time.sleep(delay)
+        if self.path.endswith("/nix-cache-info"):
+            data = b"StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n"
+            self.send_response(200)
+        else:
+            data = b"404"
+            self.send_response(404)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+    def do_GET(self):
+        self.answer(True)
+    def do_HEAD(self):
+        self.answer(False)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", port), Slow).serve_forever()
+EOF
+    SLOW=$!
+    SUBSTITUTERS="http://127.0.0.1:$SLOW_PORT $SUBSTITUTERS"
+fi
+trap 'kill $HTTP $SLOW 2>/dev/null; rm -rf "$WORK"' EXIT
+for p in $PORT ${SLOW_PORT:-}; do
+    for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.1; done
+done
+export SUBSTITUTERS
 
 # ---- the runs ------------------------------------------------------------------------------
 one_run() {
     local impl=$1 t0 t1
-    export NIX_CONFIG="$(printf 'build-users-group =\nsandbox = false\nsubstituters = http://127.0.0.1:%s\ntrusted-public-keys = %s\nrequire-sigs = true' "$PORT" "$(cat "$WORK/pk")")"
+    export NIX_CONFIG="$(printf 'build-users-group =\nsandbox = false\nsubstituters = %s\ntrusted-public-keys = %s\nrequire-sigs = true' "$SUBSTITUTERS" "$(cat "$WORK/pk")")"
     rm -f /nix/var/nix/daemon-socket/socket
     if [ "$impl" = ours ]; then
         mkdir -p /nix/ipfs
         env -i PATH=/usr/bin:/bin PKGCHAIN_IPFS_DIR=/nix/ipfs NIX_CONFIG="$NIX_CONFIG" "$DAEMON" --view fuse > /nix/daemon.log 2>&1 &
     else
-        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin NIX_CONFIG="$NIX_CONFIG" unshare --mount --propagation private bash -c \
+        # Its narinfo cache (~/.cache/nix) starts empty each run, as ours (in memory) does.
+        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin NIX_CONFIG="$NIX_CONFIG" XDG_CACHE_HOME=/nix/var/xdg-cache unshare --mount --propagation private bash -c \
             "mount --rbind $CHROOT $CHROOT && cd $CHROOT && mkdir -p .old-root && pivot_root . .old-root && umount -l /.old-root && exec /usr/bin/nix-daemon" > /nix/daemon.log 2>&1 &
     fi
     local dpid=$!
     for _ in $(seq 300); do [ -S /nix/var/nix/daemon-socket/socket ] && break; sleep 0.1; done
     if grep -q ' /nix/store fuse' /proc/mounts; then mount --bind /nix/store "$CHROOT/nix/store"; fi
     sync
-    t0=$(date +%s%N)
-    NIX_REMOTE=daemon nix34 bash -c 'nix-store -r $(cat /mnt/work/paths) > /dev/null 2> /mnt/work/client.log' ||
-        { tail -5 "$WORK/client.log" >&2; echo "FAILED"; }
-    t1=$(date +%s%N)
     local valid
-    valid=$(NIX_REMOTE=daemon nix34 bash -c 'nix-store --check-validity --print-invalid $(cat /mnt/work/paths) | wc -l')
-    NIX_REMOTE=daemon nix34 bash -c 'nix-store --verify-path $(cat /mnt/work/paths)' || echo "VERIFY-FAILED"
+    if [ -n "$QUERY_MISSING" ]; then
+        t0=$(date +%s%N)
+        NIX_REMOTE=daemon nix34 bash -c 'nix-store -r --dry-run $(cat /mnt/work/paths) > /dev/null 2> /mnt/work/client.log' ||
+            { tail -5 "$WORK/client.log" >&2; echo "FAILED"; }
+        t1=$(date +%s%N)
+        # "these N paths will be fetched": every path found (in the fast cache); the paths
+        # not found count as invalid.
+        local fetched
+        fetched=$(sed -n 's/^these \([0-9]*\) paths will be fetched.*/\1/p' "$WORK/client.log" | head -1)
+        valid=$(( PATHS - ${fetched:-0} ))
+    else
+        t0=$(date +%s%N)
+        NIX_REMOTE=daemon nix34 bash -c 'nix-store -r $(cat /mnt/work/paths) > /dev/null 2> /mnt/work/client.log' ||
+            { tail -5 "$WORK/client.log" >&2; echo "FAILED"; }
+        t1=$(date +%s%N)
+        valid=$(NIX_REMOTE=daemon nix34 bash -c 'nix-store --check-validity --print-invalid $(cat /mnt/work/paths) | wc -l')
+        NIX_REMOTE=daemon nix34 bash -c 'nix-store --verify-path $(cat /mnt/work/paths)' || echo "VERIFY-FAILED"
+    fi
     umount -l "$CHROOT/nix/store" 2> /dev/null || true
     kill -TERM $dpid; wait $dpid 2> /dev/null || true
     echo "secs=$(awk "BEGIN {printf \"%.3f\", ($t1 - $t0) / 1e9}") invalid=$valid"
@@ -135,15 +191,24 @@ STEAL=$(echo "$STEAL0 $STEAL1" | awk '{printf "%.0f", 100 * ($3 - $1) / ($4 - $2
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {printf "%s (%s-%s)", a[int((NR+1)/2)], a[1], a[NR]}'; }
 med() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 O=$(echo "${TIMES[ours]}" | med) N=$(echo "${TIMES[nix]}" | med)
+if [ -n "$QUERY_MISSING" ]; then
+    COMMAND="bench/substitute.sh --query-missing --paths $PATHS --mib $MIB --slow-ms $SLOW_MS --runs $RUNS"
+    SETUP="Two caches: a slow one first (every answer after $SLOW_MS ms, \`Priority: 30\`, no narinfos), then the cache of $PATHS paths ($NAR_MIB MiB of NARs, $COMP) served by python3 -m http.server on loopback; \`nix-store -r --dry-run\` of all paths (Nix 2.34 client, QueryMissing) on a fresh daemon each run with an empty narinfo cache; every run reported all $PATHS paths as to be fetched."
+    ROW="QueryMissing of $PATHS paths, one slow cache, wall s"
+else
+    COMMAND="bench/substitute.sh --paths $PATHS --mib $MIB --runs $RUNS --compression $COMP"
+    SETUP="The cache: $PATHS paths, $NAR_MIB MiB of NARs, $CACHE_MIB MiB as $COMP on disk, served by python3 -m http.server on loopback; \`nix-store -r\` of all paths (Nix 2.34 client) into an empty store, each run on a fresh daemon (nix-daemon with an empty narinfo cache); all paths valid and verified after each run."
+    ROW="substitute $PATHS paths ($NAR_MIB MiB, $COMP), wall s"
+fi
 {
     echo "# Substitution benchmark, $(date +%F)"
     echo
-    echo "\`bench/substitute.sh --paths $PATHS --mib $MIB --runs $RUNS --compression $COMP\`; pkgchain $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet || echo ' (+uncommitted changes)'), Nix $(awk '/^Package: nix-bin$/{f=1} f && /^Version:/{print $2; exit}' "$CHROOT/var/lib/dpkg/status") (chroot); $(nproc) CPUs."
-    echo "The cache: $PATHS paths, $NAR_MIB MiB of NARs, $CACHE_MIB MiB as $COMP on disk, served by python3 -m http.server on loopback; \`nix-store -r\` of all paths (Nix 2.34 client) into an empty store, each run on a fresh daemon; all paths valid and verified after each run."
+    echo "\`$COMMAND\`; pkgchain $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet || echo ' (+uncommitted changes)'), Nix $(awk '/^Package: nix-bin$/{f=1} f && /^Version:/{print $2; exit}' "$CHROOT/var/lib/dpkg/status") (chroot); $(nproc) CPUs."
+    echo "$SETUP"
     echo
     echo "| measurement | pkgchain-daemon | nix-daemon 2.34 | ratio |"
     echo "|---|---|---|---|"
-    echo "| substitute $PATHS paths ($NAR_MIB MiB, $COMP), wall s | $(echo "${TIMES[ours]}" | median) | $(echo "${TIMES[nix]}" | median) | $(awk "BEGIN {printf \"%.2fx\", $O / $N}") |"
+    echo "| $ROW | $(echo "${TIMES[ours]}" | median) | $(echo "${TIMES[nix]}" | median) | $(awk "BEGIN {printf \"%.2fx\", $O / $N}") |"
     echo
     echo "Runs in order: ours ${TIMES[ours]}; nix ${TIMES[nix]}. Load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg); CPU steal during the runs $STEAL%."
 } | tee ${OUT:+"$OUT"}

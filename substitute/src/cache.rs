@@ -207,6 +207,21 @@ impl BinaryCache {
                 why: format!("its URL '{url}' leaves the cache"),
             });
         }
+        let method = info.compression.as_str();
+        // Known before anything is downloaded.
+        let decoder: Option<MakeDecoder> = match method {
+            "" | "bzip2" => Some(|r| Ok(Box::new(bzip2::bufread::MultiBzDecoder::new(r)))),
+            "xz" => Some(|r| Ok(Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r)))),
+            "zstd" => Some(|r| Ok(Box::new(zstd::stream::read::Decoder::with_buffer(r)?))),
+            "none" => None,
+            other => {
+                return Err(SubstituteError::BadNarInfo {
+                    cache: self.url.clone(),
+                    path: info.absolute_path(),
+                    why: format!("unsupported compression '{other}'"),
+                });
+            }
+        };
         let raw: Pin<Box<dyn tokio::io::AsyncBufRead + Send>> = match &self.location {
             Location::File(dir) => {
                 let file = tokio::fs::File::open(dir.join(url)).await.map_err(|e| {
@@ -244,21 +259,10 @@ impl BinaryCache {
                 Box::pin(tokio_util::io::StreamReader::new(body))
             }
         };
-        let method = info.compression.as_str();
-        let decoder: MakeDecoder = match method {
-            "" | "bzip2" => |r| Ok(Box::new(bzip2::bufread::MultiBzDecoder::new(r))),
-            "xz" => |r| Ok(Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r))),
-            "zstd" => |r| Ok(Box::new(zstd::stream::read::Decoder::with_buffer(r)?)),
-            "none" => return Ok(Box::pin(raw)),
-            other => {
-                return Err(SubstituteError::BadNarInfo {
-                    cache: self.url.clone(),
-                    path: info.absolute_path(),
-                    why: format!("unsupported compression '{other}'"),
-                });
-            }
-        };
-        Ok(decompress_on_a_thread(raw, decoder))
+        Ok(match decoder {
+            Some(decoder) => decompress_on_a_thread(raw, decoder),
+            None => Box::pin(raw),
+        })
     }
 
     /// A small file of the cache, or `None` when it has none (HTTP 404 or 403, or no file).

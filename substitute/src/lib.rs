@@ -525,6 +525,9 @@ impl Substituters {
 }
 
 #[cfg(test)]
+mod http_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use pkgchain_store_model::hash::{Hash, sha256};
