@@ -9,7 +9,8 @@
 # --query-missing times `nix-store -r --dry-run` of the N paths instead (the client's
 # QueryMissing: what will be fetched, and the sizes) with two caches: first a slow one of better
 # priority (a python3 server that answers every request after MS milliseconds: `nix-cache-info`
-# with `Priority: 30`, 404 for every narinfo), then the cache of the paths. Defaults there:
+# with `Priority: 30`, 404 for every narinfo), then the cache of the paths (`?priority=50`), so
+# that a daemon asks the slow cache before the other about every path. Defaults there:
 # 2,000 paths of 1 KiB on average, 200 ms.
 #
 # The closure: N paths made with `nix-store --add` by the real Nix 2.34 on a local store of its
@@ -121,7 +122,8 @@ class Slow(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", port), Slow).serve_forever()
 EOF
     SLOW=$!
-    SUBSTITUTERS="http://127.0.0.1:$SLOW_PORT $SUBSTITUTERS"
+    # The cache of the paths has no Priority line (0, the best): it comes after the slow one.
+    SUBSTITUTERS="http://127.0.0.1:$SLOW_PORT http://127.0.0.1:$PORT?priority=50"
 fi
 trap 'kill $HTTP $SLOW 2>/dev/null; rm -rf "$WORK"' EXIT
 for p in $PORT ${SLOW_PORT:-}; do
@@ -136,7 +138,7 @@ one_run() {
     rm -f /nix/var/nix/daemon-socket/socket
     if [ "$impl" = ours ]; then
         mkdir -p /nix/ipfs
-        env -i PATH=/usr/bin:/bin PKGCHAIN_IPFS_DIR=/nix/ipfs NIX_CONFIG="$NIX_CONFIG" "$DAEMON" --view fuse > /nix/daemon.log 2>&1 &
+        env -i PATH=/usr/bin:/bin PKGCHAIN_IPFS_DIR=/nix/ipfs NIX_CONFIG="$NIX_CONFIG" ${RUST_LOG:+RUST_LOG=$RUST_LOG} "$DAEMON" --view fuse > /nix/daemon.log 2>&1 &
     else
         # Its narinfo cache (~/.cache/nix) starts empty each run, as ours (in memory) does.
         env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin NIX_CONFIG="$NIX_CONFIG" XDG_CACHE_HOME=/nix/var/xdg-cache unshare --mount --propagation private bash -c \
@@ -167,6 +169,8 @@ one_run() {
     fi
     umount -l "$CHROOT/nix/store" 2> /dev/null || true
     kill -TERM $dpid; wait $dpid 2> /dev/null || true
+    # BENCH_LOGS=DIR keeps each run's daemon log there (RUST_LOG reaches our daemon).
+    if [ -n "${BENCH_LOGS:-}" ]; then cp /nix/daemon.log "$BENCH_LOGS/daemon-$impl-$(date +%s%N).log"; fi
     echo "secs=$(awk "BEGIN {printf \"%.3f\", ($t1 - $t0) / 1e9}") invalid=$valid"
 }
 export -f one_run

@@ -231,56 +231,82 @@ async fn broken_transfers_are_tried_again_and_never_leave_a_valid_path() {
 }
 
 /// A cache of better priority that has not answered 300 ms after a worse one did is not
-/// waited for: the worse cache's offer is taken. One that answers at once wins.
+/// waited for: the worse cache's offer is taken. Then, for a while, that cache is asked only
+/// about paths no other cache has (and still found there). One that answers at once wins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_cache_of_better_priority_does_not_hold_up_the_answer() {
-    let p = the_path('c', "slow");
-    let nar = nar_of(b"x");
-    let (slow_info, fast_info) = (
-        narinfo(&p, &nar, "slow.nar", "none"),
-        narinfo(&p, &nar, "fast.nar", "none"),
+    let (p, q, r) = (
+        the_path('c', "slow"),
+        the_path('d', "only-slow"),
+        the_path('f', "both"),
     );
-    let hash = p.hash_part().to_owned();
-    let narinfo_path = format!("/{hash}.narinfo");
+    let nar = nar_of(b"x");
+    let name = |path: &StorePath| format!("/{}.narinfo", path.hash_part());
+    let mut in_slow: HashMap<String, String> = HashMap::new();
+    let mut in_fast: HashMap<String, String> = HashMap::new();
+    for path in [&p, &q, &r] {
+        in_slow.insert(name(path), narinfo(path, &nar, "slow.nar", "none"));
+    }
+    for path in [&p, &r] {
+        in_fast.insert(name(path), narinfo(path, &nar, "fast.nar", "none"));
+    }
+    // Only `p`'s narinfo is late in the slow cache.
     let slow_delay = Arc::new(Mutex::new(Duration::from_secs(20)));
-    let delay = slow_delay.clone();
-    let wanted = narinfo_path.clone();
+    let (delay, late) = (slow_delay.clone(), name(&p));
     let slow = Server::start(Box::new(move |path, _| match path {
         "/nix-cache-info" => Answer::ok("StoreDir: /nix/store\nPriority: 10\n"),
-        p if p == wanted => Answer {
-            delay: *delay.lock().expect("delay"),
-            ..Answer::ok(slow_info.clone())
+        other => match in_slow.get(other) {
+            Some(info) => Answer {
+                delay: if other == late {
+                    *delay.lock().expect("delay")
+                } else {
+                    Duration::ZERO
+                },
+                ..Answer::ok(info.clone())
+            },
+            None => Answer::not_found(),
         },
-        _ => Answer::not_found(),
     }))
     .await;
-    let wanted = narinfo_path.clone();
     let fast = Server::start(Box::new(move |path, _| match path {
         "/nix-cache-info" => Answer::ok("StoreDir: /nix/store\nPriority: 50\n"),
-        p if p == wanted => Answer::ok(fast_info.clone()),
-        _ => Answer::not_found(),
+        other => in_fast
+            .get(other)
+            .map(|i| Answer::ok(i.clone()))
+            .unwrap_or_else(Answer::not_found),
     }))
     .await;
     let urls = vec![slow.url.clone(), fast.url.clone()];
+    let offered_by = |answers: &Answers, path: &StorePath| {
+        answers
+            .offers
+            .get(path)
+            .map(|o| o.narinfo.url.clone())
+            .unwrap_or_default()
+    };
 
     let subs = Substituters::new(settings(urls.clone()), StoreDir::default()).expect("subs");
     let answers = subs.query(std::slice::from_ref(&p)).await;
     assert_eq!(
-        answers.offers.get(&p).map(|o| o.narinfo.url.as_str()),
-        Some("nar/fast.nar"),
+        offered_by(&answers, &p),
+        "nar/fast.nar",
         "{:?}",
         answers.warnings
     );
-    assert_eq!(slow.times_asked(&narinfo_path), 1);
+    assert_eq!(slow.times_asked(&name(&p)), 1);
+    // The slow cache is now asked last: not about `r` (the fast cache has it), but about `q`.
+    let answers = subs.query(&[q.clone(), r.clone()]).await;
+    assert_eq!(offered_by(&answers, &q), "nar/slow.nar");
+    assert_eq!(offered_by(&answers, &r), "nar/fast.nar");
+    assert_eq!(slow.times_asked(&name(&r)), 0);
+    assert_eq!(slow.times_asked(&name(&q)), 1);
 
     // Fresh lookups (a new set of substituters), the slow cache now quick: it wins.
     *slow_delay.lock().expect("delay") = Duration::ZERO;
     let subs = Substituters::new(settings(urls), StoreDir::default()).expect("subs");
-    let answers = subs.query(std::slice::from_ref(&p)).await;
-    assert_eq!(
-        answers.offers.get(&p).map(|o| o.narinfo.url.as_str()),
-        Some("nar/slow.nar")
-    );
+    let answers = subs.query(&[p.clone(), r.clone()]).await;
+    assert_eq!(offered_by(&answers, &p), "nar/slow.nar");
+    assert_eq!(offered_by(&answers, &r), "nar/slow.nar");
 }
 
 /// A narinfo naming a compression this daemon cannot read, a NAR URL that leaves the cache,

@@ -1,10 +1,14 @@
 //! Nix binary caches as substituters: what the daemon does with `substituters`,
 //! `trusted-public-keys` and `require-sigs`.
 //!
-//! * Every cache is asked at once, for every path at once (at most `http-connections`
-//!   requests in flight); for each path the answer of the cache with the best (lowest)
-//!   priority is taken. A cache that is down answers nothing; one that is slow is waited for
-//!   only [`SLOW_CACHE_GRACE`] once a cache of worse priority has the path.
+//! * Every path is looked up at once (at most `http-connections` requests in flight to each
+//!   cache, so that a slow cache's requests never queue up the others'). For each path the
+//!   caches are asked in order of priority (best, lowest, first), the next one as soon as the
+//!   one before says it has no such path or after [`CACHE_STAGGER`] without an answer; the
+//!   answer of the best priority is taken. A cache that is down answers nothing; one that is
+//!   slow is waited for only [`SLOW_CACHE_GRACE`] once a cache of worse priority has the
+//!   path, and afterwards, for [`SLOW_CACHE_PENALTY`], it is asked only about paths no other
+//!   cache has (so a mass query does not open and drop a request to it per path).
 //! * A narinfo must be signed by a trusted key unless `require-sigs` is off (or the path is
 //!   content-addressed and its address checks out, which the store verifies on ingest); an
 //!   unsigned or wrongly signed one is refused with a warning naming the cache and the path.
@@ -34,6 +38,13 @@ use tracing::{Instrument, info_span, warn};
 
 /// How long a cache of better priority is still waited for once a worse one has a path.
 pub const SLOW_CACHE_GRACE: Duration = Duration::from_millis(300);
+
+/// How long a cache is given to answer about a path before the cache of next priority is asked
+/// too (the first to answer without the path lets the next be asked at once).
+pub const CACHE_STAGGER: Duration = Duration::from_millis(100);
+
+/// How long a cache that was not waited for is asked only about paths no other cache has.
+pub const SLOW_CACHE_PENALTY: Duration = Duration::from_secs(60);
 
 /// What went wrong with a cache or a substitution.
 #[derive(Debug, Clone, Error)]
@@ -94,7 +105,7 @@ pub struct SubstituterSettings {
     pub trusted_keys: TrustedKeys,
     /// `require-sigs`.
     pub require_sigs: bool,
-    /// `http-connections`: requests in flight at once (0: Nix's default, 25).
+    /// `http-connections`: requests in flight at once to each cache (0: Nix's default, 25).
     pub http_connections: usize,
     /// `max-substitution-jobs`: paths downloaded at once (0: Nix's default, 16).
     pub max_jobs: usize,
@@ -147,7 +158,10 @@ pub struct Substituters {
     settings: SubstituterSettings,
     store_dir: StoreDir,
     client: reqwest::Client,
-    requests: Arc<Semaphore>,
+    /// Requests in flight to each cache (by index), at most `http-connections`.
+    requests: Vec<Semaphore>,
+    /// Until when each cache (by index) counts as slow: asked last, see [`SLOW_CACHE_PENALTY`].
+    slow_until: std::sync::Mutex<Vec<Option<Instant>>>,
     /// (cache index, hash part) -> when looked up, and what was found (trusted or not).
     looked_up: std::sync::Mutex<HashMap<(usize, String), (Instant, Lookup)>>,
 }
@@ -184,12 +198,17 @@ impl Substituters {
             .no_proxy()
             .build()
             .map_err(|e| SubstituteError::CacheUnusable(format!("no HTTP client: {e}")))?;
+        let requests = (0..caches.len())
+            .map(|_| Semaphore::new(connections))
+            .collect();
+        let slow_until = std::sync::Mutex::new(vec![None; caches.len()]);
         Ok(Substituters {
+            slow_until,
             caches,
             settings,
             store_dir,
             client,
-            requests: Arc::new(Semaphore::new(connections)),
+            requests,
             looked_up: std::sync::Mutex::new(HashMap::new()),
         })
     }
@@ -238,33 +257,80 @@ impl Substituters {
         answers
     }
 
-    /// One path, asked of every usable cache at once.
+    /// One path, asked of the usable caches in order of priority, each [`CACHE_STAGGER`] after
+    /// the one before unless that one answered sooner without the path (the slow ones only
+    /// when no other cache has it).
     async fn query_one(
         &self,
         path: &StorePath,
         usable: &[(usize, i32)],
     ) -> (StorePath, Option<Offer>, Vec<String>) {
-        let mut warnings = Vec::new();
-        let mut pending = FuturesUnordered::new();
-        for &(i, priority) in usable {
-            pending.push(self.lookup_ranked(i, priority, path));
+        enum Event<T> {
+            Answer(Option<T>),
+            Stagger,
+            Deadline,
         }
+        let mut warnings = Vec::new();
+        let (mut deferred, mut to_ask): (Vec<(usize, i32)>, Vec<(usize, i32)>) = usable
+            .iter()
+            .partition(|&&(i, _)| self.is_slow(i) && !self.answered(i, path));
+        to_ask.sort_by_key(|&(i, priority)| (priority, i));
+        let mut to_ask: std::collections::VecDeque<(usize, i32)> = to_ask.into();
+        let mut pending = FuturesUnordered::new();
+        let mut outstanding: Vec<(usize, i32)> = Vec::new();
         // The best acceptable answer so far: (priority, cache index, offer).
         let mut best: Option<(i32, usize, Offer)> = None;
         let mut deadline: Option<tokio::time::Instant> = None;
+        let mut stagger: Option<tokio::time::Instant> = None;
         loop {
-            let next = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, pending.next()).await {
-                    Ok(n) => n,
+            if pending.is_empty() {
+                if let Some((i, priority)) = to_ask.pop_front() {
+                    pending.push(self.lookup_ranked(i, priority, path, true));
+                    outstanding.push((i, priority));
+                    stagger =
+                        (!to_ask.is_empty()).then(|| tokio::time::Instant::now() + CACHE_STAGGER);
+                } else if best.is_none() && !deferred.is_empty() {
+                    // No other cache has it: the slow ones are asked after all.
+                    for (i, priority) in deferred.drain(..) {
+                        pending.push(self.lookup_ranked(i, priority, path, false));
+                        outstanding.push((i, priority));
+                    }
+                } else {
+                    break;
+                }
+            }
+            let event = tokio::select! {
+                answer = pending.next() => Event::Answer(answer),
+                () = sleep_until(stagger), if stagger.is_some() => Event::Stagger,
+                () = sleep_until(deadline), if deadline.is_some() => Event::Deadline,
+            };
+            let (i, priority, found) = match event {
+                Event::Answer(Some(answer)) => answer,
+                Event::Answer(None) => continue,
+                Event::Stagger => {
+                    // The caches asked so far are taking their time: the next one too.
+                    if let Some((i, priority)) = to_ask.pop_front() {
+                        pending.push(self.lookup_ranked(i, priority, path, true));
+                        outstanding.push((i, priority));
+                    }
+                    stagger =
+                        (!to_ask.is_empty()).then(|| tokio::time::Instant::now() + CACHE_STAGGER);
+                    continue;
+                }
+                Event::Deadline => {
                     // Only caches of better priority are still out, and they are slow.
-                    Err(_) => break,
-                },
-                None => pending.next().await,
+                    let late: Vec<usize> = outstanding.iter().map(|&(k, _)| k).collect();
+                    self.mark_slow(&late);
+                    break;
+                }
             };
-            let Some((i, priority, found)) = next else {
-                break;
-            };
+            outstanding.retain(|&(k, _)| k != i);
             let cache = &self.caches[i];
+            let Some(found) = found else {
+                // Found slow meanwhile: asked only if no other cache has the path.
+                deferred.push((i, priority));
+                continue;
+            };
             match found {
                 Ok(Lookup::Absent) => {}
                 Ok(Lookup::Present(narinfo)) => {
@@ -274,12 +340,10 @@ impl Substituters {
                             cache.url(),
                             self.store_dir.display(path)
                         ));
-                        continue;
-                    }
-                    let better = best
+                    } else if best
                         .as_ref()
-                        .is_none_or(|(p, j, _)| (priority, i) < (*p, *j));
-                    if better {
+                        .is_none_or(|(p, j, _)| (priority, i) < (*p, *j))
+                    {
                         best = Some((
                             priority,
                             i,
@@ -292,28 +356,65 @@ impl Substituters {
                 }
                 Err(e) => warnings.push(format!("warning: {e}")),
             }
-            if let Some((p, j, _)) = &best {
-                // Nothing still out can beat it: done.
-                let can_beat = usable
-                    .iter()
-                    .any(|&(k, q)| (q, k) < (*p, *j) && !self.answered(k, path));
-                if !can_beat {
-                    break;
+            match &best {
+                Some((p, j, _)) => {
+                    // The caches not asked yet come after it in order; of those still out,
+                    // only better ones are worth a wait.
+                    let can_beat = outstanding.iter().any(|&(k, q)| (q, k) < (*p, *j));
+                    if !can_beat {
+                        break;
+                    }
+                    stagger = None;
+                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + SLOW_CACHE_GRACE);
                 }
-                deadline.get_or_insert_with(|| tokio::time::Instant::now() + SLOW_CACHE_GRACE);
+                None => {
+                    // No offer yet: the next cache is asked now rather than after the pause.
+                    if let Some((i, priority)) = to_ask.pop_front() {
+                        pending.push(self.lookup_ranked(i, priority, path, true));
+                        outstanding.push((i, priority));
+                        stagger = (!to_ask.is_empty())
+                            .then(|| tokio::time::Instant::now() + CACHE_STAGGER);
+                    }
+                }
             }
         }
         (path.clone(), best.map(|(_, _, o)| o), warnings)
     }
 
-    /// [`Substituters::lookup`] with the cache's index and priority attached.
+    /// Whether cache `i` was not waited for lately.
+    fn is_slow(&self, i: usize) -> bool {
+        let slow = self.slow_until.lock().unwrap_or_else(|e| e.into_inner());
+        slow.get(i)
+            .copied()
+            .flatten()
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Caches `indices` were not waited for: asked last for a while.
+    fn mark_slow(&self, indices: &[usize]) {
+        let until = Instant::now() + SLOW_CACHE_PENALTY;
+        let mut slow = self.slow_until.lock().unwrap_or_else(|e| e.into_inner());
+        for &i in indices {
+            if let Some(s) = slow.get_mut(i) {
+                if s.is_none_or(|t| t < Instant::now()) {
+                    warn!(cache = %self.caches[i].url(), "a cache did not answer in time; asked last for a while");
+                }
+                *s = Some(until);
+            }
+        }
+    }
+
+    /// [`Substituters::lookup`] with the cache's index and priority attached. With
+    /// `unless_slow`, a lookup whose turn comes after the cache was found slow is not made
+    /// (`None`): it is asked later only if no other cache has the path.
     async fn lookup_ranked(
         &self,
         i: usize,
         priority: i32,
         path: &StorePath,
-    ) -> (usize, i32, Result<Lookup, SubstituteError>) {
-        (i, priority, self.lookup(i, path).await)
+        unless_slow: bool,
+    ) -> (usize, i32, Option<Result<Lookup, SubstituteError>>) {
+        (i, priority, self.lookup(i, path, unless_slow).await)
     }
 
     /// Whether cache `i` has an answer about `path` on record (fresh).
@@ -333,14 +434,26 @@ impl Substituters {
     }
 
     /// Asks cache `i` about `path` (or answers from the record of an earlier lookup).
-    async fn lookup(&self, i: usize, path: &StorePath) -> Result<Lookup, SubstituteError> {
+    async fn lookup(
+        &self,
+        i: usize,
+        path: &StorePath,
+        unless_slow: bool,
+    ) -> Option<Result<Lookup, SubstituteError>> {
         if let Some(known) = self.recorded(i, path) {
-            return Ok(known);
+            return Some(Ok(known));
         }
-        let _permit = self.requests.acquire().await;
-        let found = self.caches[i]
+        let _permit = self.requests[i].acquire().await;
+        if unless_slow && self.is_slow(i) {
+            return None;
+        }
+        let found = match self.caches[i]
             .narinfo(&self.client, &self.store_dir, path)
-            .await?;
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => return Some(Err(e)),
+        };
         let lookup = match found {
             Some(n) => Lookup::Present(Arc::new(n)),
             None => Lookup::Absent,
@@ -352,7 +465,7 @@ impl Substituters {
                 (i, path.hash_part().to_owned()),
                 (Instant::now(), lookup.clone()),
             );
-        Ok(lookup)
+        Some(Ok(lookup))
     }
 
     /// Whether a narinfo may be used: signed by a trusted key, or signatures not required,
@@ -521,6 +634,14 @@ impl Substituters {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// Sleeps until `at` (never, when there is none; callers guard on that).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -529,10 +529,19 @@ impl Conn {
         let mut missing = Missing::default();
         // What may be substituted: (the paths, the derivation that needs them, if any).
         let mut wanted: Vec<(Vec<StorePath>, Option<StorePath>)> = Vec::new();
+        // The opaque paths' validity in one query.
+        let opaque: Vec<StorePath> = paths
+            .iter()
+            .filter_map(|p| match p {
+                DerivedPath::Opaque(path) => Some(path.clone()),
+                DerivedPath::Built { .. } => None,
+            })
+            .collect();
+        let valid_opaque = store.query_valid_paths(&opaque).await?;
         for p in paths {
             match p {
                 DerivedPath::Opaque(path) => {
-                    if !store.is_valid_path(&path).await? {
+                    if !valid_opaque.contains(&path) {
                         wanted.push((vec![path], None));
                     }
                 }
