@@ -17,6 +17,8 @@ use pkgchain_store_model::store_path::HASH_PART_LEN;
 use tokio::net::TcpListener;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::channel_writer::ChannelWriter;
+
 /// What a served cache says in `nix-cache-info`.
 const PRIORITY: u32 = 40;
 /// zstd level of the NARs (fast; Nix's own default for zstd is 3 too).
@@ -136,7 +138,7 @@ async fn nar(served: &Served, hash: &str) -> Response<Body> {
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let store = served.store.clone();
-    let sink = ChunkSender(tx.clone());
+    let sink = ChannelWriter(tx.clone(), |buf| Ok(Bytes::copy_from_slice(buf)));
     tokio::spawn(async move {
         let encoder = match zstd::stream::write::Encoder::new(sink, ZSTD_LEVEL) {
             Ok(e) => e.auto_finish(),
@@ -193,20 +195,4 @@ fn empty() -> Body {
     Full::new(Bytes::new())
         .map_err(|never: Infallible| match never {})
         .boxed()
-}
-
-/// A blocking writer that hands its bytes to the response body.
-struct ChunkSender(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>);
-
-impl std::io::Write for ChunkSender {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod build;
 pub mod cache_server;
+mod channel_writer;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gc_socket;

@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use pkgchain_store_model::cache_info::{CacheInfo, MAX_CACHE_INFO_BYTES};
 use pkgchain_store_model::narinfo::NarInfo;
 use pkgchain_store_model::store_path::{StoreDir, StorePath};
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncReadExt, BufReader};
 use tokio::sync::OnceCell;
 
 use crate::SubstituteError;
@@ -21,11 +21,30 @@ const MAX_NARINFO_BYTES: usize = 4 * 1024 * 1024;
 /// How long a narinfo or `nix-cache-info` request may take, all of it.
 const SMALL_FILE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A decompressed NAR being read.
-pub type NarReader = Pin<Box<dyn AsyncRead + Send>>;
-
 /// Wraps a compressed stream in its (blocking) decoder.
 type MakeDecoder = fn(Box<dyn std::io::BufRead>) -> std::io::Result<Box<dyn std::io::Read>>;
+
+/// A NAR on its way from a cache: the transfer under way and how to decompress it.
+pub struct NarSource {
+    raw: Pin<Box<dyn tokio::io::AsyncBufRead + Send>>,
+    decoder: Option<MakeDecoder>,
+}
+
+impl NarSource {
+    /// The decompressed NAR as a blocking reader, decompressing on the thread that reads it.
+    /// Blocking (the transfer is waited for on the tokio runtime of the caller, which must be
+    /// a blocking thread of it, as in `spawn_blocking`).
+    pub fn into_blocking_reader(self) -> std::io::Result<Box<dyn std::io::Read>> {
+        let raw = std::io::BufReader::with_capacity(
+            256 * 1024,
+            tokio_util::io::SyncIoBridge::new(self.raw),
+        );
+        match self.decoder {
+            Some(decoder) => decoder(Box::new(raw)),
+            None => Ok(Box::new(raw)),
+        }
+    }
+}
 
 /// Where a cache is.
 #[derive(Debug, Clone)]
@@ -190,7 +209,7 @@ impl BinaryCache {
         Ok(Some(info))
     }
 
-    /// The NAR a narinfo names, decompressed as it is read. `broken` is set when the transfer
+    /// The NAR a narinfo names, to be decompressed as it is read. `broken` is set when the transfer
     /// itself fails (connection, server error, a body cut short), not when the cache lacks the
     /// file or the data is bad, so that the caller knows another try may succeed.
     pub async fn nar(
@@ -198,7 +217,7 @@ impl BinaryCache {
         client: &reqwest::Client,
         info: &NarInfo,
         broken: Arc<AtomicBool>,
-    ) -> Result<NarReader, SubstituteError> {
+    ) -> Result<NarSource, SubstituteError> {
         let url = &info.url;
         if url.contains("..") || url.starts_with('/') || url.contains("://") {
             return Err(SubstituteError::BadNarInfo {
@@ -259,10 +278,7 @@ impl BinaryCache {
                 Box::pin(tokio_util::io::StreamReader::new(body))
             }
         };
-        Ok(match decoder {
-            Some(decoder) => decompress_on_a_thread(raw, decoder),
-            None => Box::pin(raw),
-        })
+        Ok(NarSource { raw, decoder })
     }
 
     /// A small file of the cache, or `None` when it has none (HTTP 404 or 403, or no file).
@@ -329,49 +345,6 @@ impl BinaryCache {
             }
         }
     }
-}
-
-/// Decompresses `raw` on a blocking thread of its own (decompression is CPU work: on the async
-/// threads it would hold up every other transfer and the ingesters), handing the NAR's bytes
-/// back through a channel; an error of the transfer or the decoder reaches the reader.
-fn decompress_on_a_thread(
-    raw: Pin<Box<dyn tokio::io::AsyncBufRead + Send>>,
-    decoder: MakeDecoder,
-) -> NarReader {
-    use std::io::Read;
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
-    let sync_raw = tokio_util::io::SyncIoBridge::new(raw);
-    tokio::task::spawn_blocking(move || {
-        let fail = |e: std::io::Error| {
-            let _ = tx.blocking_send(Err(e));
-        };
-        let mut nar = match decoder(Box::new(std::io::BufReader::with_capacity(
-            256 * 1024,
-            sync_raw,
-        ))) {
-            Ok(d) => d,
-            Err(e) => return fail(e),
-        };
-        loop {
-            let mut chunk = vec![0u8; 256 * 1024];
-            match nar.read(&mut chunk) {
-                Ok(0) => return,
-                Ok(n) => {
-                    chunk.truncate(n);
-                    if tx.blocking_send(Ok(chunk.into())).is_err() {
-                        // The reader gave up (the ingest failed): stop.
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return fail(e),
-            }
-        }
-    });
-    let chunks = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    });
-    Box::pin(tokio_util::io::StreamReader::new(chunks))
 }
 
 fn transfer(url: &reqwest::Url, e: &reqwest::Error) -> SubstituteError {

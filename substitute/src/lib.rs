@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-pub use cache::{BinaryCache, NarReader};
+pub use cache::{BinaryCache, NarSource};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use pkgchain_store::Store;
@@ -612,13 +612,23 @@ impl Substituters {
         loop {
             let broken = Arc::new(AtomicBool::new(false));
             let result = match offer.cache.nar(&self.client, narinfo, broken.clone()).await {
-                Ok(mut nar) => store.add_nar(&valid, &mut nar, false).await.map_err(|e| {
-                    SubstituteError::Ingest {
+                // Decompressed on the blocking thread that feeds the ingester: no hop more.
+                Ok(source) => {
+                    let (store, valid) = (store.clone(), valid.clone());
+                    let ingested = tokio::task::spawn_blocking(move || {
+                        let mut nar = source.into_blocking_reader().map_err(|e| e.to_string())?;
+                        store
+                            .add_nar_blocking(&valid, &mut nar, false)
+                            .map_err(|e| e.to_string())
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("internal error: {e}")));
+                    ingested.map_err(|why| SubstituteError::Ingest {
                         path: shown.clone(),
                         cache: offer.cache.url().to_owned(),
-                        why: e.to_string(),
-                    }
-                }),
+                        why,
+                    })
+                }
                 Err(e) => Err(e),
             };
             match result {

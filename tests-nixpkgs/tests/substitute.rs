@@ -9,7 +9,11 @@
 //!   substituted (references first), verifies, and reads back;
 //! * a narinfo signed by a key that is not trusted is refused with Nix's warning, and nothing
 //!   becomes valid;
-//! * a NAR changed by one byte fails its hash check, and nothing becomes valid.
+//! * a NAR changed by one byte fails its hash check, and nothing becomes valid;
+//! * NARs gone from the cache: the build fails naming the download, and with `--fallback` the
+//!   derivations are built instead;
+//! * an untrusted client's `--option substituters` is ignored with Nix's warning unless the
+//!   daemon's `trusted-substituters` lists the cache.
 //!
 //! And the other way: `pkgchain serve-cache` serves our store, and the real Nix 2.34 copies
 //! from it with signatures required.
@@ -54,8 +58,17 @@ echo "out=$out"
 /// `nix-build -A dependent --max-jobs 0` through our daemon with `client`, substituting from
 /// `substituters` with `trusted-public-keys = keys`; the transcript says what happened.
 fn build_through_ours(client: Client, input: &Path, substituters: &str, keys: &str) -> String {
-    let script = r#"
-if out=$(nix-build /mnt/in/builds.nix -A dependent --max-jobs 0 --no-out-link 2> /nix/build.log); then
+    let config = format!(
+        r"sandbox = false\nbuild-users-group =\nsubstituters = {substituters}\ntrusted-public-keys = {keys}"
+    );
+    build_with(client, Role::Root, input, &config, "--max-jobs 0")
+}
+
+/// `nix-build -A dependent ARGS` through our daemon configured with `config`, as `role`.
+fn build_with(client: Client, role: Role, input: &Path, config: &str, args: &str) -> String {
+    let script = format!(
+        r#"
+if out=$(nix-build /mnt/in/builds.nix -A dependent {args} --no-out-link 2> "$HOME/build.log"); then
   echo "built=$out"
   echo "content=$(cat "$out")"
   nix-store --verify-path "$out" && echo "verified"
@@ -63,22 +76,20 @@ if out=$(nix-build /mnt/in/builds.nix -A dependent --max-jobs 0 --no-out-link 2>
 else
   echo "build failed"
 fi
-grep -o "copying path '[^']*' from '[^']*'" /nix/build.log | sed 's|/nix/store/[a-z0-9]*-||' | sort | sed 's/^/copied: /' || true
-grep -i "signature\|hash mismatch\|NAR hash\|error" /nix/build.log | sed 's/^/said: /' || true
-grep -o "these [0-9]* paths will be fetched" /nix/build.log | sed 's/^/missing: /' || true
+grep -o "copying path '[^']*' from '[^']*'" "$HOME/build.log" | sed 's|/nix/store/[a-z0-9]*-||' | sort | sed 's/^/copied: /' || true
+grep -i "signature\|hash mismatch\|NAR hash\|error\|substituter\|building '" "$HOME/build.log" | sed 's/^/said: /' || true
+grep -o "these [0-9]* paths will be fetched" "$HOME/build.log" | sed 's/^/missing: /' || true
 echo "valid outputs: $(nix-store --check-validity $(cat /mnt/in/outputs) 2>/dev/null && echo all || echo not-all)"
-"#;
-    let config = format!(
-        r"sandbox = false\nbuild-users-group =\nsubstituters = {substituters}\ntrusted-public-keys = {keys}"
+"#
     );
     transcript(&ScenarioRun {
         client,
         daemon: Daemon::Ours,
-        role: Role::Root,
+        role,
         input,
         file: "substitute.sh",
-        script,
-        config: &config,
+        script: &script,
+        config,
     })
 }
 
@@ -296,4 +307,84 @@ echo "doubter_has=$(ls /nix/doubter/nix/store 2>/dev/null | grep -c -- '-simple$
     assert_eq!(value(&t, "paths"), "dependent simple ", "{t}");
     assert!(value(&t, "refused").contains("signature"), "{t}");
     assert_eq!(value(&t, "doubter_has"), "0", "{t}");
+}
+
+/// `fallback`: a cache whose narinfos are there but whose NARs are gone. Without `--fallback`
+/// the build fails, naming the download that failed; with it, the derivations are built
+/// instead, and the outputs are the ones the cache described.
+#[test]
+fn nix_2_34_falls_back_to_building_when_a_nar_is_gone() {
+    let client = Client::Nix234;
+    let Some((input, out)) = setup(client) else {
+        return;
+    };
+    for entry in std::fs::read_dir(input.path().join("cache/zstd/nar")).expect("nar dir") {
+        std::fs::remove_file(entry.expect("entry").path()).expect("rm");
+    }
+    let server = HttpServer::start(&input.path().join("cache"));
+    let pk = std::fs::read_to_string(input.path().join("cache/pk")).expect("pk");
+    let url = format!("http://127.0.0.1:{}/zstd", server.port);
+    // Builds need the host's shell in the sandbox.
+    let config = format!(
+        r"sandbox = true\nbuild-users-group =\nextra-sandbox-paths = /usr /lib /lib64\nsubstituters = {url}\ntrusted-public-keys = {}",
+        pk.trim()
+    );
+    let t = build_with(client, Role::Root, input.path(), &config, "");
+    println!("{t}");
+    assert!(t.contains("build failed"), "{t}");
+    assert!(t.contains("HTTP status 404"), "{t}");
+    assert!(t.contains("valid outputs: not-all"), "{t}");
+
+    let t = build_with(client, Role::Root, input.path(), &config, "--fallback");
+    println!("{t}");
+    assert_eq!(value(&t, "built"), out, "{t}");
+    assert!(t.contains("\nverified\n"), "{t}");
+    assert!(t.contains("falling back to building"), "{t}");
+    assert!(t.contains("said: building '"), "{t}");
+    assert!(t.contains("valid outputs: all"), "{t}");
+}
+
+/// Nix's rule for untrusted clients: a substituter they name is used only when the daemon's
+/// `trusted-substituters` lists it; otherwise it is ignored with Nix's warning, and nothing is
+/// fetched from it.
+#[test]
+fn untrusted_clients_use_only_trusted_substituters() {
+    let client = Client::Nix234;
+    let Some((input, out)) = setup(client) else {
+        return;
+    };
+    if pkgchain_tests_nixpkgs::scenario::untrusted_user().is_none() {
+        eprintln!(
+            "skipped: no user {}",
+            pkgchain_tests_nixpkgs::scenario::USER_NAME
+        );
+        return;
+    }
+    let server = HttpServer::start(&input.path().join("cache"));
+    let pk = std::fs::read_to_string(input.path().join("cache/pk")).expect("pk");
+    let url = format!("http://127.0.0.1:{}/zstd", server.port);
+    let args = format!("--max-jobs 0 --option substituters {url}");
+    let base = format!(
+        r"sandbox = false\nbuild-users-group =\nsubstituters =\ntrusted-public-keys = {}",
+        pk.trim()
+    );
+    let t = build_with(client, Role::Untrusted, input.path(), &base, &args);
+    println!("{t}");
+    assert!(t.contains("build failed"), "{t}");
+    assert!(
+        t.contains(&format!("ignoring untrusted substituter '{url}'")),
+        "{t}"
+    );
+    assert!(!t.contains("copied:"), "{t}");
+    assert!(t.contains("valid outputs: not-all"), "{t}");
+
+    let trusting = format!("{base}\\ntrusted-substituters = {url}");
+    let t = build_with(client, Role::Untrusted, input.path(), &trusting, &args);
+    println!("{t}");
+    assert_eq!(value(&t, "built"), out, "{t}");
+    assert!(
+        t.contains(&format!("copied: copying path 'simple' from '{url}'")),
+        "{t}"
+    );
+    assert!(t.contains("valid outputs: all"), "{t}");
 }

@@ -27,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 use super::DaemonState;
 use super::connection::{Conn, ConnError};
 use crate::auth::Trust;
+use crate::channel_writer::ChannelWriter;
 
 /// Bytes per piece of a NAR sent to the client.
 const NAR_CHUNK: usize = 64 * 1024;
@@ -504,7 +505,7 @@ impl Conn {
         let store = self.state.store.clone();
         let p = path.clone();
         // The NAR writer writes token by token: batch them before they cross the channel.
-        let out = std::io::BufWriter::with_capacity(NAR_CHUNK, ChannelWriter(tx));
+        let out = std::io::BufWriter::with_capacity(NAR_CHUNK, ChannelWriter(tx, <[u8]>::to_vec));
         let dump = tokio::spawn(async move { store.dump(&p, out).await });
         while let Some(chunk) = rx.recv().await {
             self.writer()
@@ -688,20 +689,4 @@ fn check_signatures(state: &DaemonState, info: &ValidPathInfo) -> Result<(), OpE
         "cannot add path '{}' because it lacks a signature by a trusted key",
         state.store.store_dir().display(&info.path)
     )))
-}
-
-/// A blocking writer that hands its bytes to an async receiver (for NAR export).
-struct ChannelWriter(tokio::sync::mpsc::Sender<Vec<u8>>);
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(buf.to_vec())
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
