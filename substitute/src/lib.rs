@@ -166,6 +166,9 @@ pub struct Substituters {
     looked_up: std::sync::Mutex<HashMap<(usize, String), (Instant, Lookup)>>,
 }
 
+/// A cache by index, with its priority.
+type Ranked = (usize, i32);
+
 /// What a cache said about a path.
 #[derive(Debug, Clone)]
 enum Lookup {
@@ -271,7 +274,7 @@ impl Substituters {
             Deadline,
         }
         let mut warnings = Vec::new();
-        let (mut deferred, mut to_ask): (Vec<(usize, i32)>, Vec<(usize, i32)>) = usable
+        let (mut deferred, mut to_ask): (Vec<Ranked>, Vec<Ranked>) = usable
             .iter()
             .partition(|&&(i, _)| self.is_slow(i) && !self.answered(i, path));
         to_ask.sort_by_key(|&(i, priority)| (priority, i));

@@ -7,8 +7,8 @@
 //! * from an xz and a zstd cache over HTTP and a bzip2 `file://` cache, with a dead cache
 //!   listed first: the client is told what will be fetched (`QueryMissing`), the closure is
 //!   substituted (references first), verifies, and reads back;
-//! * a narinfo signed by a key that is not trusted is refused with Nix's warning, and nothing
-//!   becomes valid;
+//! * a narinfo signed by a key that is not trusted, or not signed at all, is refused with Nix's
+//!   warning, and nothing becomes valid;
 //! * a NAR changed by one byte fails its hash check, and nothing becomes valid;
 //! * NARs gone from the cache: the build fails naming the download, and with `--fallback` the
 //!   derivations are built instead;
@@ -185,17 +185,10 @@ fn nix_2_34_builds_by_substituting_from_a_bzip2_file_cache() {
     substitutes_from(Client::Nix234, "bzip2", Served::File);
 }
 
-#[test]
-fn untrusted_signatures_and_tampered_nars_make_nothing_valid() {
-    let client = Client::Nix234;
-    let Some((input, _out)) = setup(client) else {
-        return;
-    };
-    let server = HttpServer::start(&input.path().join("cache"));
-    // Signed, but by a key nobody trusts here.
-    let other = "other-cache-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
-    let url = format!("http://127.0.0.1:{}/xz", server.port);
-    let t = build_through_ours(client, input.path(), &url, other);
+/// A build from the cache at `url`, trusting only `key`, fails: every narinfo is refused with
+/// Nix's warning, nothing is copied, nothing becomes valid.
+fn refused_for_signatures(client: Client, input: &Path, url: &str, key: &str) {
+    let t = build_through_ours(client, input, url, key);
     println!("{t}");
     assert!(t.contains("build failed"), "{t}");
     assert!(
@@ -206,6 +199,39 @@ fn untrusted_signatures_and_tampered_nars_make_nothing_valid() {
     );
     assert!(t.contains("valid outputs: not-all"), "{t}");
     assert!(!t.contains("copied:"), "{t}");
+}
+
+#[test]
+fn untrusted_signatures_and_tampered_nars_make_nothing_valid() {
+    let client = Client::Nix234;
+    let Some((input, _out)) = setup(client) else {
+        return;
+    };
+    let server = HttpServer::start(&input.path().join("cache"));
+    // Signed, but by a key nobody trusts here.
+    let other = "other-cache-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=";
+    let url = format!("http://127.0.0.1:{}/xz", server.port);
+    refused_for_signatures(client, input.path(), &url, other);
+
+    // Not signed at all (the zstd cache's narinfos without their `Sig` lines), with the
+    // cache's own key trusted.
+    let zstd = input.path().join("cache/zstd");
+    for entry in std::fs::read_dir(&zstd).expect("cache") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "narinfo") {
+            let text = std::fs::read_to_string(&path).expect("narinfo");
+            let unsigned: String = text
+                .lines()
+                .filter(|l| !l.starts_with("Sig: "))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            assert_ne!(unsigned, text, "the narinfo was signed");
+            std::fs::write(&path, unsigned).expect("write");
+        }
+    }
+    let pk = std::fs::read_to_string(input.path().join("cache/pk")).expect("pk");
+    let url = format!("http://127.0.0.1:{}/zstd", server.port);
+    refused_for_signatures(client, input.path(), &url, pk.trim());
 
     // One byte of `simple`'s NAR changed (uncompressed, so the NAR still parses).
     let none = input.path().join("cache/none");
@@ -226,7 +252,6 @@ fn untrusted_signatures_and_tampered_nars_make_nothing_valid() {
         .expect("contents in the NAR");
     bytes[at] = b'j';
     std::fs::write(&nar, bytes).expect("tamper");
-    let pk = std::fs::read_to_string(input.path().join("cache/pk")).expect("pk");
     let url = format!("http://127.0.0.1:{}/none", server.port);
     let t = build_through_ours(client, input.path(), &url, pk.trim());
     println!("{t}");
