@@ -106,18 +106,8 @@ async fn narinfo(served: &Served, hash: &str) -> Response<Body> {
         Ok(v) => v,
         Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     };
-    let mut narinfo = NarInfo::new(
-        store.store_dir().clone(),
-        path.clone(),
-        format!("nar/{}.nar.zst", path.hash_part()),
-        valid.info.nar_hash.clone(),
-        valid.info.nar_size,
-    );
-    narinfo.compression = "zstd".to_owned();
-    narinfo.references = valid.info.references.clone();
-    narinfo.deriver = valid.info.deriver.clone();
-    narinfo.ca = valid.info.ca.clone();
-    narinfo.sigs = valid.info.sigs.clone();
+    let mut narinfo =
+        NarInfo::describing(&valid, format!("nar/{}.nar.zst", path.hash_part()), "zstd");
     for key in &served.keys {
         if let Err(e) = narinfo.sign(key) {
             return plain(StatusCode::INTERNAL_SERVER_ERROR, format!("signing: {e}\n"));

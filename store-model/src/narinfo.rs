@@ -51,6 +51,7 @@ use thiserror::Error;
 
 use crate::content_address::{ContentAddress, ContentAddressError};
 use crate::hash::{self, Hash, HashError};
+use crate::path_info::ValidPathInfo;
 use crate::signature::{KeyError, SecretKey, Signature, TrustedKeys};
 use crate::store_path::{StoreDir, StorePath, StorePathError};
 
@@ -351,6 +352,26 @@ impl NarInfo {
             system: None,
             sigs: BTreeSet::new(),
             ca: None,
+        }
+    }
+
+    /// The narinfo describing `valid` (its hash, size, references, deriver, content address
+    /// and signatures), with its NAR at `url` compressed with `compression`.
+    pub fn describing(valid: &ValidPathInfo, url: String, compression: &str) -> NarInfo {
+        let info = &valid.info;
+        NarInfo {
+            compression: compression.to_owned(),
+            references: info.references.clone(),
+            deriver: info.deriver.clone(),
+            sigs: info.sigs.clone(),
+            ca: info.ca.clone(),
+            ..NarInfo::new(
+                info.store_dir.clone(),
+                valid.path.clone(),
+                url,
+                info.nar_hash.clone(),
+                info.nar_size,
+            )
         }
     }
 

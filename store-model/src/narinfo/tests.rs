@@ -708,3 +708,18 @@ fn narinfo_to_path_info_json() {
     );
     assert_eq!(vpi.count_valid_signatures(&trusted(&[NIX_2_8_PUBLIC])), 1);
 }
+
+#[test]
+fn a_narinfo_describing_path_info_carries_it_back() {
+    use crate::path_info::ValidPathInfo;
+    let original = ValidPathInfo::from(&parse(CACHE_NIXOS_ORG).expect("parses"));
+    let described = NarInfo::describing(&original, "nar/x.nar.zst".to_owned(), "zstd");
+    assert_eq!(described.url, "nar/x.nar.zst");
+    assert_eq!(described.compression, "zstd");
+    assert_eq!(
+        (described.file_hash.as_ref(), described.file_size),
+        (None, None)
+    );
+    assert_eq!(ValidPathInfo::from(&described), original);
+    assert_eq!(described.fingerprint(), original.fingerprint());
+}
