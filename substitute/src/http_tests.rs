@@ -27,6 +27,8 @@ struct Answer {
     cut_at: Option<usize>,
     /// Wait this long before answering.
     delay: Duration,
+    /// Keep the connection open this long after what was sent, sending nothing.
+    hold: Duration,
 }
 
 impl Answer {
@@ -36,6 +38,7 @@ impl Answer {
             body: body.into(),
             cut_at: None,
             delay: Duration::ZERO,
+            hold: Duration::ZERO,
         }
     }
 
@@ -98,6 +101,7 @@ impl Server {
                     let sent = answer.cut_at.unwrap_or(answer.body.len());
                     let _ = conn.write_all(header.as_bytes()).await;
                     let _ = conn.write_all(&answer.body[..sent]).await;
+                    tokio::time::sleep(answer.hold).await;
                     let _ = conn.shutdown().await;
                 });
             }
@@ -360,4 +364,41 @@ async fn unusable_nars_are_refused_with_an_error_naming_why() {
         assert!(error.to_string().contains(why), "{path}: {error}");
         assert!(!store.is_valid_path(path).await.expect("db"), "{path}");
     }
+}
+
+/// A transfer that stops delivering (the connection open, nothing sent) is broken after
+/// `stalled-download-timeout`, tried again, and in the end refused; nothing becomes valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_transfer_times_out_and_is_tried_again() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = open_store(tmp.path()).await;
+    let path = the_path('s', "stalled");
+    let nar = nar_of(&vec![3u8; 200_000]);
+    let info = narinfo(&path, &nar, "stalled.nar", "none");
+    let wanted = format!("/{}.narinfo", path.hash_part());
+    let server = Server::start(Box::new(move |p, _| match p {
+        "/nix-cache-info" => Answer::ok(CACHE_INFO),
+        p if p == wanted => Answer::ok(info.clone()),
+        "/nar/stalled.nar" => Answer {
+            cut_at: Some(nar.len() / 2),
+            hold: Duration::from_secs(30),
+            ..Answer::ok(nar.clone())
+        },
+        _ => Answer::not_found(),
+    }))
+    .await;
+    let mut s = settings(vec![server.url.clone()]);
+    s.download_attempts = 2;
+    s.stalled_timeout = Duration::from_secs(1);
+    let subs = Substituters::new(s, StoreDir::default()).expect("substituters");
+    let error = subs
+        .substitute_closure(&store, std::slice::from_ref(&path), &|_| {})
+        .await
+        .expect_err("stalled");
+    assert!(
+        error.to_string().contains(&format!("/nix/store/{path}")),
+        "{error}"
+    );
+    assert_eq!(server.times_asked("/nar/stalled.nar"), 2);
+    assert!(!store.is_valid_path(&path).await.expect("db"));
 }

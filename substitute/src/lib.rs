@@ -29,7 +29,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use pkgchain_store::Store;
 use pkgchain_store_model::narinfo::NarInfo;
-use pkgchain_store_model::path_info::{PathInfo, ValidPathInfo};
+use pkgchain_store_model::path_info::ValidPathInfo;
 use pkgchain_store_model::signature::TrustedKeys;
 use pkgchain_store_model::store_path::{StoreDir, StorePath};
 use thiserror::Error;
@@ -42,6 +42,10 @@ pub const SLOW_CACHE_GRACE: Duration = Duration::from_millis(300);
 /// How long a cache is given to answer about a path before the cache of next priority is asked
 /// too (the first to answer without the path lets the next be asked at once).
 pub const CACHE_STAGGER: Duration = Duration::from_millis(100);
+
+/// Lookups kept on record at most (a long-running daemon asks about ever more paths): past
+/// this, the stale ones go, and if that is not enough, all of them.
+const MAX_RECORDED_LOOKUPS: usize = 100_000;
 
 /// How long a cache that was not waited for is asked only about paths no other cache has.
 pub const SLOW_CACHE_PENALTY: Duration = Duration::from_secs(60);
@@ -115,6 +119,9 @@ pub struct SubstituterSettings {
     pub positive_ttl: Duration,
     /// `narinfo-cache-negative-ttl`.
     pub negative_ttl: Duration,
+    /// `stalled-download-timeout`: a transfer that delivers nothing for this long is broken
+    /// (and tried again).
+    pub stalled_timeout: Duration,
 }
 
 impl Default for SubstituterSettings {
@@ -128,6 +135,7 @@ impl Default for SubstituterSettings {
             download_attempts: 5,
             positive_ttl: Duration::from_secs(30 * 24 * 3600),
             negative_ttl: Duration::from_secs(3600),
+            stalled_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -196,6 +204,7 @@ impl Substituters {
         };
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .read_timeout(settings.stalled_timeout)
             .pool_max_idle_per_host(connections)
             .user_agent(concat!("pkgchain/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
@@ -285,13 +294,20 @@ impl Substituters {
         let mut best: Option<(i32, usize, Offer)> = None;
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut stagger: Option<tokio::time::Instant> = None;
+        // Asks the next cache in order; returns when to ask the one after it.
+        let ask_next = |to_ask: &mut std::collections::VecDeque<Ranked>,
+                        pending: &mut FuturesUnordered<_>,
+                        outstanding: &mut Vec<Ranked>| {
+            if let Some((i, priority)) = to_ask.pop_front() {
+                pending.push(self.lookup_ranked(i, priority, path, true));
+                outstanding.push((i, priority));
+            }
+            (!to_ask.is_empty()).then(|| tokio::time::Instant::now() + CACHE_STAGGER)
+        };
         loop {
             if pending.is_empty() {
-                if let Some((i, priority)) = to_ask.pop_front() {
-                    pending.push(self.lookup_ranked(i, priority, path, true));
-                    outstanding.push((i, priority));
-                    stagger =
-                        (!to_ask.is_empty()).then(|| tokio::time::Instant::now() + CACHE_STAGGER);
+                if !to_ask.is_empty() {
+                    stagger = ask_next(&mut to_ask, &mut pending, &mut outstanding);
                 } else if best.is_none() && !deferred.is_empty() {
                     // No other cache has it: the slow ones are asked after all.
                     for (i, priority) in deferred.drain(..) {
@@ -312,12 +328,7 @@ impl Substituters {
                 Event::Answer(None) => continue,
                 Event::Stagger => {
                     // The caches asked so far are taking their time: the next one too.
-                    if let Some((i, priority)) = to_ask.pop_front() {
-                        pending.push(self.lookup_ranked(i, priority, path, true));
-                        outstanding.push((i, priority));
-                    }
-                    stagger =
-                        (!to_ask.is_empty()).then(|| tokio::time::Instant::now() + CACHE_STAGGER);
+                    stagger = ask_next(&mut to_ask, &mut pending, &mut outstanding);
                     continue;
                 }
                 Event::Deadline => {
@@ -370,15 +381,11 @@ impl Substituters {
                     stagger = None;
                     deadline.get_or_insert_with(|| tokio::time::Instant::now() + SLOW_CACHE_GRACE);
                 }
-                None => {
+                None if !to_ask.is_empty() => {
                     // No offer yet: the next cache is asked now rather than after the pause.
-                    if let Some((i, priority)) = to_ask.pop_front() {
-                        pending.push(self.lookup_ranked(i, priority, path, true));
-                        outstanding.push((i, priority));
-                        stagger = (!to_ask.is_empty())
-                            .then(|| tokio::time::Instant::now() + CACHE_STAGGER);
-                    }
+                    stagger = ask_next(&mut to_ask, &mut pending, &mut outstanding);
                 }
+                None => {}
             }
         }
         (path.clone(), best.map(|(_, _, o)| o), warnings)
@@ -429,11 +436,16 @@ impl Substituters {
     fn recorded(&self, i: usize, path: &StorePath) -> Option<Lookup> {
         let map = self.looked_up.lock().unwrap_or_else(|e| e.into_inner());
         let (when, lookup) = map.get(&(i, path.hash_part().to_owned()))?;
+        self.is_fresh(*when, lookup).then(|| lookup.clone())
+    }
+
+    /// Whether a lookup made `when` is still within its TTL (`narinfo-cache-*-ttl`).
+    fn is_fresh(&self, when: Instant, lookup: &Lookup) -> bool {
         let ttl = match lookup {
             Lookup::Absent => self.settings.negative_ttl,
             Lookup::Present(_) => self.settings.positive_ttl,
         };
-        (when.elapsed() < ttl).then(|| lookup.clone())
+        when.elapsed() < ttl
     }
 
     /// Asks cache `i` about `path` (or answers from the record of an earlier lookup).
@@ -461,14 +473,20 @@ impl Substituters {
             Some(n) => Lookup::Present(Arc::new(n)),
             None => Lookup::Absent,
         };
-        self.looked_up
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                (i, path.hash_part().to_owned()),
-                (Instant::now(), lookup.clone()),
-            );
+        self.record(i, path, lookup.clone());
         Some(Ok(lookup))
+    }
+
+    /// Puts a lookup on record, keeping the record within [`MAX_RECORDED_LOOKUPS`].
+    fn record(&self, i: usize, path: &StorePath, lookup: Lookup) {
+        let mut map = self.looked_up.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_RECORDED_LOOKUPS {
+            map.retain(|_, (when, lookup)| self.is_fresh(*when, lookup));
+            if map.len() >= MAX_RECORDED_LOOKUPS {
+                map.clear();
+            }
+        }
+        map.insert((i, path.hash_part().to_owned()), (Instant::now(), lookup));
     }
 
     /// Whether a narinfo may be used: signed by a trusted key, or signatures not required,
@@ -597,19 +615,7 @@ impl Substituters {
     ) -> Result<pkgchain_store::PathInfo, SubstituteError> {
         let narinfo = &offer.narinfo;
         let shown = narinfo.absolute_path();
-        let mut info = PathInfo::new(
-            narinfo.store_dir.clone(),
-            narinfo.nar_hash.clone(),
-            narinfo.nar_size,
-        );
-        info.references = narinfo.references.clone();
-        info.deriver = narinfo.deriver.clone();
-        info.sigs = narinfo.sigs.clone();
-        info.ca = narinfo.ca.clone();
-        let valid = ValidPathInfo {
-            path: narinfo.store_path.clone(),
-            info,
-        };
+        let valid = ValidPathInfo::from(narinfo.as_ref());
         let attempts = self.settings.download_attempts.max(1);
         let mut attempt = 1;
         loop {

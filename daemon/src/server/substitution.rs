@@ -20,6 +20,12 @@ use super::connection::Conn;
 use super::ops::{OpError, failed};
 use crate::build::BuildEvent;
 
+/// The most `http-connections` and `max-substitution-jobs` taken from a client.
+const MAX_PARALLEL: u64 = 1024;
+
+/// Sets of settings whose substituters are kept for reuse.
+const MAX_SETTINGS_IN_USE: usize = 64;
+
 /// The substituters of each distinct set of settings in use.
 #[derive(Debug, Default)]
 pub struct SubstituterPool {
@@ -86,14 +92,18 @@ impl Conn {
             urls,
             trusted_keys,
             require_sigs: flag("require-sigs", true)?,
-            http_connections: number("http-connections", 25)? as usize,
-            max_jobs: number("max-substitution-jobs", 16)? as usize,
+            // Bounded: each is a count of tasks and connections this daemon keeps.
+            http_connections: number("http-connections", 25)?.min(MAX_PARALLEL) as usize,
+            max_jobs: number("max-substitution-jobs", 16)?.min(MAX_PARALLEL) as usize,
             download_attempts: number("download-attempts", 5)?.min(100) as u32,
             positive_ttl: Duration::from_secs(number(
                 "narinfo-cache-positive-ttl",
                 30 * 24 * 3600,
             )?),
             negative_ttl: Duration::from_secs(number("narinfo-cache-negative-ttl", 3600)?),
+            stalled_timeout: Duration::from_secs(
+                number("stalled-download-timeout", 300)?.clamp(1, 24 * 3600),
+            ),
         };
         let key = format!("{settings:?}");
         let pool = &self.state.substituters;
@@ -104,6 +114,10 @@ impl Conn {
         let subs = Substituters::new(settings, self.state.store.store_dir().clone())
             .map_err(|e| failed(e.to_string()))?;
         let subs = Arc::new(subs);
+        if map.len() >= MAX_SETTINGS_IN_USE {
+            // Connections keep their own; a later one with those settings starts afresh.
+            map.clear();
+        }
         map.insert(key, subs.clone());
         Ok(Some(subs))
     }
