@@ -68,6 +68,18 @@ fn build_through_ours(client: Client, input: &Path, substituters: &str, keys: &s
 
 /// `nix-build -A dependent ARGS` through our daemon configured with `config`, as `role`.
 fn build_with(client: Client, role: Role, input: &Path, config: &str, args: &str) -> String {
+    build_through(Daemon::Ours, client, role, input, config, args)
+}
+
+/// `nix-build -A dependent ARGS` through `daemon` configured with `config`, as `role`.
+fn build_through(
+    daemon: Daemon,
+    client: Client,
+    role: Role,
+    input: &Path,
+    config: &str,
+    args: &str,
+) -> String {
     let script = format!(
         r#"
 if out=$(nix-build /mnt/in/builds.nix -A dependent {args} --no-out-link 2> "$HOME/build.log"); then
@@ -86,7 +98,7 @@ echo "valid outputs: $(nix-store --check-validity $(cat /mnt/in/outputs) 2>/dev/
     );
     transcript(&ScenarioRun {
         client,
-        daemon: Daemon::Ours,
+        daemon,
         role,
         input,
         file: "substitute.sh",
@@ -170,6 +182,51 @@ fn substitutes_from(client: Client, compression: &str, served: Served) {
         "{t}"
     );
     assert!(t.contains("valid outputs: all"), "{t}");
+}
+
+/// The same substitution through nix-daemon 2.34 and ours, with the Nix 2.34 client and a dead
+/// cache listed first: the same output, contents and references, the same "will be fetched",
+/// the same paths copied from the same cache, everything valid. (Warnings and errors are
+/// worded differently and left out of the comparison.)
+#[test]
+fn nix_2_34_substitutes_what_nix_daemon_substitutes() {
+    let client = Client::Nix234;
+    let Some((input, out)) = setup(client) else {
+        return;
+    };
+    let server = HttpServer::start(&input.path().join("cache"));
+    let pk = std::fs::read_to_string(input.path().join("cache/pk")).expect("pk");
+    let url = format!("http://127.0.0.1:{}/zstd", server.port);
+    let config = format!(
+        r"sandbox = false\nbuild-users-group =\nsubstituters = http://127.0.0.1:1 {url}\ntrusted-public-keys = {}",
+        pk.trim()
+    );
+    let compared = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.starts_with("said: "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let theirs = build_through(
+        Daemon::RealNix,
+        client,
+        Role::Root,
+        input.path(),
+        &config,
+        "--max-jobs 0",
+    );
+    let ours = build_through(
+        Daemon::Ours,
+        client,
+        Role::Root,
+        input.path(),
+        &config,
+        "--max-jobs 0",
+    );
+    println!("--- nix-daemon ---\n{theirs}\n--- ours ---\n{ours}");
+    assert_eq!(value(&theirs, "built"), out, "{theirs}");
+    assert!(theirs.contains("valid outputs: all"), "{theirs}");
+    assert_eq!(compared(&ours), compared(&theirs));
 }
 
 #[test]
@@ -417,9 +474,10 @@ fn untrusted_clients_use_only_trusted_substituters() {
 }
 
 /// `kill -9` of our daemon while it substitutes 16 paths of 4 MiB (random bytes, `compression
-/// = none`, two at a time), once the first are valid and others are under way: after a restart nothing half-written is valid (the
-/// store verifies with contents checked, and every path valid then verifies on its own), and
-/// the same `nix-store -r` then completes with every path valid and whole.
+/// = none`, two at a time), once the first are valid and others are under way: after a
+/// restart nothing half-written is valid (the store verifies with contents checked, and every
+/// path valid then verifies on its own), and the same `nix-store -r` then completes with
+/// every path valid and whole.
 #[test]
 fn a_daemon_killed_while_substituting_leaves_nothing_half_written() {
     if !prerequisites(&["unshare", "nix-store", "nix", "python3", "fusermount3"]) {
