@@ -457,17 +457,13 @@ impl Builds {
             if mode == BuildMode::Normal
                 && let Some(subs) = &opts.substituters
             {
-                let mut missing = Vec::new();
-                for p in outputs.values() {
-                    if !store.is_valid_path(p).await.unwrap_or(false) {
-                        missing.push(p.clone());
-                    }
-                }
+                // The outputs valid already are left alone by the substitution itself.
+                let output_paths: Vec<StorePath> = outputs.values().cloned().collect();
                 let to_client = events.clone();
                 let tell = move |line: String| {
                     let _ = to_client.send(BuildEvent::Message(line));
                 };
-                match subs.substitute_closure(&store, &missing, &tell).await {
+                match subs.substitute_closure(&store, &output_paths, &tell).await {
                     Ok(_) => return outputs_there(BuildStatus::Substituted),
                     // Not in any cache: built below.
                     Err(pkgchain_substitute::SubstituteError::NoSubstitute(_)) => {}
