@@ -7,8 +7,27 @@
 //! * the writer accepts every event the reader yields, as it yields them;
 //! * when the whole NAR is accepted, the writer's output equals the consumed input prefix
 //!   byte for byte, and nothing past that prefix was consumed.
+//!
+//! Inputs of odd length read file contents with `read_file_contents` (as the ingest does),
+//! in pieces of a size taken from the input's length, instead of as `FileChunk` events.
 use libfuzzer_sys::fuzz_target;
-use pkgchain_store_model::nar::{NarLimits, NarReader, NarWriter};
+use pkgchain_store_model::nar::{NarError, NarEvent, NarLimits, NarReader, NarWriter};
+
+/// Reads the current file's contents into the writer with `read_file_contents`.
+fn contents_directly(
+    reader: &mut NarReader<&[u8]>,
+    writer: &mut NarWriter<Vec<u8>>,
+    piece: usize,
+) -> Result<(), NarError> {
+    while let Some(remaining) = reader.file_remaining().filter(|r| *r > 0) {
+        let mut buf = vec![0u8; (remaining as usize).min(piece)];
+        reader.read_file_contents(&mut buf)?;
+        if let Err(e) = writer.write_event(&NarEvent::FileChunk(&buf)) {
+            panic!("writer refused contents read directly: {e}");
+        }
+    }
+    Ok(())
+}
 
 fuzz_target!(|data: &[u8]| {
     let limits = NarLimits {
@@ -18,15 +37,28 @@ fuzz_target!(|data: &[u8]| {
         max_file_size: 1 << 16,
         max_symlink_target_len: 256,
     };
+    let direct = data.len() % 2 == 1;
+    let piece = 1 + data.len() % 97;
     let mut reader = NarReader::with_limits(data, limits);
     let mut writer = NarWriter::new(Vec::new());
     loop {
-        match reader.next_event() {
+        let step = match reader.next_event() {
             Ok(Some(event)) => {
+                let is_file = matches!(event, NarEvent::File { .. });
                 if let Err(e) = writer.write_event(&event) {
                     panic!("writer refused {event:?} from the reader: {e}");
                 }
+                if direct && is_file {
+                    contents_directly(&mut reader, &mut writer, piece).map(Some)
+                } else {
+                    Ok(Some(()))
+                }
             }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match step {
+            Ok(Some(())) => {}
             Ok(None) => break,
             Err(e) => {
                 let message = e.to_string();

@@ -39,6 +39,12 @@ use crate::{Store, StoreError, export};
 /// Flat data up to this size is kept in memory; beyond it, in an unnamed temporary file.
 const SPOOL_IN_MEMORY: usize = 4 << 20;
 
+/// How an add begins: the path is valid already, or its lock is held for the add.
+enum Begin {
+    Valid(Box<PathInfo>),
+    Locked(tokio::sync::OwnedMutexGuard<()>),
+}
+
 /// How the data given to [`Store::add_to_store_ca`] is serialised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DumpFormat {
@@ -88,6 +94,10 @@ impl Store {
 
     /// [`Store::add_nar`] over a blocking reader. It blocks the calling thread, which must not
     /// be one running async tasks (use it from `spawn_blocking` or a thread of your own).
+    ///
+    /// The NAR is parsed and hashed on the calling thread, straight from `nar`: no copy of it
+    /// goes through a channel to another thread (a decompressor handed in as `nar` then feeds
+    /// the ingest directly).
     pub fn add_nar_blocking<R>(
         &self,
         info: &ValidPathInfo,
@@ -98,16 +108,19 @@ impl Store {
         R: Read + ?Sized,
     {
         let span = info_span!("add_nar", path = %info.path, nar_size = info.info.nar_size, repair);
-        let (tx, reader) = stream::channel();
-        let store = self.clone();
-        let owned = info.clone();
-        let task = self
-            .runtime()
-            .spawn(async move { store.add_nar_from(owned, repair, reader).await }.instrument(span));
-        stream::pump_blocking(nar, Some(info.info.nar_size), tx);
-        self.runtime()
-            .block_on(task)
-            .map_err(|e| StoreError::Task(e.to_string()))?
+        let _entered = span.enter();
+        let runtime = self.runtime();
+        let _lock = match runtime.block_on(self.begin_add(&info.path, repair))? {
+            Begin::Valid(existing) => {
+                let skipped = io::copy(&mut nar.take(info.info.nar_size), &mut io::sink())
+                    .map_err(StoreError::Read)?;
+                debug!(path = %existing.path, skipped, "already valid");
+                return Ok(*existing);
+            }
+            Begin::Locked(lock) => lock,
+        };
+        let ingested = self.ingest_nar(info, nar, repair)?;
+        runtime.block_on(self.finish_add(info, ingested))
     }
 
     async fn add_nar_from(
@@ -116,17 +129,45 @@ impl Store {
         repair: bool,
         reader: ChannelReader,
     ) -> Result<PathInfo, StoreError> {
-        let path = info.path.clone();
-        if !repair && let Some(existing) = self.db().path_info(&path).await? {
-            return self.skip_valid(existing, reader).await;
+        let _lock = match self.begin_add(&info.path, repair).await? {
+            Begin::Valid(existing) => return self.skip_valid(*existing, reader).await,
+            Begin::Locked(lock) => lock,
+        };
+        let store = self.clone();
+        let owned = info.clone();
+        let ingested = crate::blocking(move || {
+            let mut reader = reader;
+            store.ingest_nar(&owned, &mut reader, repair)
+        })
+        .await?;
+        self.finish_add(&info, ingested).await
+    }
+
+    /// Before adding `path`: its metadata if it is valid already (and not to be repaired),
+    /// else its lock, to hold until the add is over.
+    async fn begin_add(&self, path: &StorePath, repair: bool) -> Result<Begin, StoreError> {
+        if !repair && let Some(existing) = self.db().path_info(path).await? {
+            return Ok(Begin::Valid(Box::new(existing)));
         }
-        let lock = self.0.locks.lock(&path).await;
-        if !repair && let Some(existing) = self.db().path_info(&path).await? {
+        let lock = self.0.locks.lock(path).await;
+        if !repair && let Some(existing) = self.db().path_info(path).await? {
             // Draining a slow client's data must not hold up other adds of this path.
             drop(lock);
-            return self.skip_valid(existing, reader).await;
+            return Ok(Begin::Valid(Box::new(existing)));
         }
-        let shown = self.store_dir().display(&path);
+        Ok(Begin::Locked(lock))
+    }
+
+    /// Ingests exactly `info.info.nar_size` bytes of `nar` (blocking): the NAR must end there.
+    fn ingest_nar<R>(
+        &self,
+        info: &ValidPathInfo,
+        nar: &mut R,
+        repair: bool,
+    ) -> Result<Ingested, StoreError>
+    where
+        R: Read + ?Sized,
+    {
         let nar_size = info.info.nar_size;
         // Whether the NAR mentions the path's own hash part decides whether a NAR-hashed
         // SHA-256 content address can be checked against the NAR hash directly.
@@ -135,39 +176,41 @@ impl Store {
             Some(ca) if ca.method == ContentAddressMethod::NixArchive
                 && ca.hash.algo() == HashAlgo::Sha256
         );
-        let store = self.clone();
-        let candidates = if scan_self {
-            vec![path.clone()]
-        } else {
-            Vec::new()
+        let options = IngestOptions {
+            reference_candidates: if scan_self {
+                vec![info.path.clone()]
+            } else {
+                Vec::new()
+            },
+            repair,
         };
-        let ingested = crate::blocking(move || {
-            // No extra buffer: the channel reader already hands out whole chunks from memory.
-            let mut input = reader.take(nar_size);
-            let options = IngestOptions {
-                reference_candidates: candidates,
-                repair,
-            };
-            let result = ingest::ingest(store.blocks(), &options, |p| {
-                ingest::produce_from_nar(NarReader::new(&mut input), p).map(drop)
-            });
-            match result {
-                Ok((ingested, ())) => Ok(Some(ingested)),
-                // The NAR wants more than the announced size: it is longer.
-                Err(IngestError::Nar(NarError::UnexpectedEof { .. })) if input.limit() == 0 => {
-                    Ok(None)
-                }
-                Err(e) => Err(StoreError::from(e)),
+        let mut input = nar.take(nar_size);
+        let result = ingest::ingest(self.blocks(), &options, |p| {
+            ingest::produce_from_nar(NarReader::new(&mut input), p).map(drop)
+        });
+        match result {
+            Ok((ingested, ())) => Ok(ingested),
+            // The NAR wants more than the announced size: it is longer.
+            Err(IngestError::Nar(NarError::UnexpectedEof { .. })) if input.limit() == 0 => {
+                Err(StoreError::SizeMismatch {
+                    path: self.store_dir().display(&info.path),
+                    specified: nar_size,
+                    got: format!("more than {nar_size}"),
+                })
             }
-        })
-        .await?;
-        let Some(mut ingested) = ingested else {
-            return Err(StoreError::SizeMismatch {
-                path: shown,
-                specified: nar_size,
-                got: format!("more than {nar_size}"),
-            });
-        };
+            Err(e) => Err(StoreError::from(e)),
+        }
+    }
+
+    /// After ingest: checks what was ingested against `info` and registers the path.
+    async fn finish_add(
+        &self,
+        info: &ValidPathInfo,
+        mut ingested: Ingested,
+    ) -> Result<PathInfo, StoreError> {
+        let path = info.path.clone();
+        let shown = self.store_dir().display(&path);
+        let nar_size = info.info.nar_size;
         if ingested.nar_hash != info.info.nar_hash {
             return Err(StoreError::HashMismatch {
                 path: shown,

@@ -185,6 +185,40 @@ impl<R: Read> NarReader<R> {
         }))
     }
 
+    /// Inside a file's contents (after its [`NarEvent::File`] and before its
+    /// [`NarEvent::FileEnd`]): how many bytes of them are still to come. `None` elsewhere.
+    pub fn file_remaining(&self) -> Option<u64> {
+        match self.state {
+            State::FileData { remaining, .. } => Some(remaining),
+            _ => None,
+        }
+    }
+
+    /// Reads the next `buf.len()` bytes of the current file's contents straight into `buf`,
+    /// instead of through the reader's own buffer as [`NarEvent::FileChunk`]s (which saves a
+    /// copy of every byte). `buf` must not be longer than [`NarReader::file_remaining`].
+    /// Then [`NarReader::next_event`] goes on with the rest of the contents, or the file's
+    /// end.
+    pub fn read_file_contents(&mut self, buf: &mut [u8]) -> Result<(), NarError> {
+        let State::FileData { size, remaining } = self.state else {
+            self.state = State::Failed;
+            return Err(NarError::ReaderFailed);
+        };
+        if buf.len() as u64 > remaining {
+            self.state = State::Failed;
+            return Err(NarError::ReaderFailed);
+        }
+        if let Err(e) = self.input.read_exact(buf, "file contents") {
+            self.state = State::Failed;
+            return Err(e);
+        }
+        self.state = State::FileData {
+            size,
+            remaining: remaining - buf.len() as u64,
+        };
+        Ok(())
+    }
+
     /// Bytes consumed from the input so far.
     pub fn bytes_read(&self) -> u64 {
         self.input.pos

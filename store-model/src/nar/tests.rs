@@ -1548,3 +1548,70 @@ fn throughput() {
     );
     assert_eq!(pipe(&small[..], NarLimits::default()).unwrap(), small);
 }
+
+/// File contents read with `read_file_contents`, in pieces, mixed with `FileChunk` events:
+/// the same bytes and the same events after them; misuse is an error, not a panic.
+#[test]
+fn file_contents_read_into_the_callers_buffer() {
+    let contents: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    let mut e = Enc::new();
+    e.dir().entry(b"a").file(false, &contents).close();
+    e.entry(b"b").symlink(b"a").close();
+    e.close();
+    let bytes = e.bytes();
+    let mut r = NarReader::new(Cursor::new(&bytes));
+    assert!(matches!(
+        r.next_event(),
+        Ok(Some(NarEvent::DirectoryStart { .. }))
+    ));
+    assert_eq!(r.file_remaining(), None);
+    let mut misplaced = [0u8; 4];
+    let mut elsewhere = NarReader::new(Cursor::new(&bytes));
+    assert!(matches!(
+        elsewhere.read_file_contents(&mut misplaced),
+        Err(NarError::ReaderFailed)
+    ));
+    assert!(matches!(
+        r.next_event(),
+        Ok(Some(NarEvent::File { size: 10_000, .. }))
+    ));
+    assert_eq!(r.file_remaining(), Some(10_000));
+    let mut got = vec![0u8; 4000];
+    r.read_file_contents(&mut got).unwrap();
+    assert_eq!(r.file_remaining(), Some(6000));
+    // The rest as events, then the file's end and the rest of the tree.
+    let Ok(Some(NarEvent::FileChunk(rest))) = r.next_event() else {
+        panic!("a chunk of the rest")
+    };
+    got.extend_from_slice(rest);
+    assert_eq!(got, contents);
+    assert_eq!(r.file_remaining(), Some(0));
+    assert!(matches!(r.next_event(), Ok(Some(NarEvent::FileEnd))));
+    assert!(matches!(r.next_event(), Ok(Some(NarEvent::Symlink { .. }))));
+    assert!(matches!(r.next_event(), Ok(Some(NarEvent::DirectoryEnd))));
+    assert!(matches!(r.next_event(), Ok(None)));
+
+    // Asking for more than the file holds fails and leaves the reader failed.
+    let mut r = NarReader::new(Cursor::new(&bytes));
+    r.next_event().unwrap();
+    r.next_event().unwrap();
+    let mut too_long = vec![0u8; 10_001];
+    assert!(matches!(
+        r.read_file_contents(&mut too_long),
+        Err(NarError::ReaderFailed)
+    ));
+    assert!(matches!(r.next_event(), Err(NarError::ReaderFailed)));
+
+    // A NAR cut inside the contents: an error naming where.
+    let mut r = NarReader::new(Cursor::new(&bytes[..bytes.len() / 2]));
+    r.next_event().unwrap();
+    r.next_event().unwrap();
+    let mut all = vec![0u8; 10_000];
+    assert!(matches!(
+        r.read_file_contents(&mut all),
+        Err(NarError::UnexpectedEof {
+            what: "file contents",
+            ..
+        })
+    ));
+}
