@@ -18,6 +18,9 @@ use crate::SubstituteError;
 
 /// The largest narinfo fetched (Nix's limits are in the parser; this bounds the download).
 const MAX_NARINFO_BYTES: usize = 4 * 1024 * 1024;
+/// Memory an xz stream may make its decoder use (its dictionary, mostly): `xz -9` needs
+/// 65 MiB. A stream asking for more fails with liblzma's "memory usage limit reached".
+const XZ_MEMORY_LIMIT: u64 = 256 * 1024 * 1024;
 /// How long a narinfo or `nix-cache-info` request may take, all of it.
 const SMALL_FILE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -35,10 +38,8 @@ impl NarSource {
     /// Blocking (the transfer is waited for on the tokio runtime of the caller, which must be
     /// a blocking thread of it, as in `spawn_blocking`).
     pub fn into_blocking_reader(self) -> std::io::Result<Box<dyn std::io::Read>> {
-        let raw = std::io::BufReader::with_capacity(
-            256 * 1024,
-            tokio_util::io::SyncIoBridge::new(self.raw),
-        );
+        // Already buffered (the transfer's own chunks): the decoder reads them in place.
+        let raw = tokio_util::io::SyncIoBridge::new(self.raw);
         match self.decoder {
             Some(decoder) => decoder(Box::new(raw)),
             None => Ok(Box::new(raw)),
@@ -230,7 +231,14 @@ impl BinaryCache {
         // Known before anything is downloaded.
         let decoder: Option<MakeDecoder> = match method {
             "" | "bzip2" => Some(|r| Ok(Box::new(bzip2::bufread::MultiBzDecoder::new(r)))),
-            "xz" => Some(|r| Ok(Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r)))),
+            "xz" => Some(|r| {
+                // The NAR hash is checked anyway: the stream's own CRC64 would cost a twentieth
+                // of the decoding for nothing. Concatenated streams, as Nix's decoder accepts.
+                let flags = liblzma::stream::CONCATENATED | liblzma::stream::IGNORE_CHECK;
+                let stream = liblzma::stream::Stream::new_stream_decoder(XZ_MEMORY_LIMIT, flags)
+                    .map_err(std::io::Error::other)?;
+                Ok(Box::new(liblzma::bufread::XzDecoder::new_stream(r, stream)))
+            }),
             "zstd" => Some(|r| Ok(Box::new(zstd::stream::read::Decoder::with_buffer(r)?))),
             "none" => None,
             other => {
