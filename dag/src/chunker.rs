@@ -2,20 +2,23 @@
 //!
 //! A file of at most [`SINGLE_BLOCK_MAX`] bytes is one chunk. A larger file is cut by FastCDC
 //! (v2020, normalisation level 1) with [`CDC_MIN`]/[`CDC_AVG`]/[`CDC_MAX`]. A cut is only taken
-//! while at least [`CDC_MAX`] bytes are buffered (or at the end of the file), so the boundaries
-//! are exactly those of chunking the whole file at once, whatever sizes the input arrives in.
+//! where at least [`CDC_MAX`] bytes lie ahead of it (or at the end of the file): a cut depends
+//! on no more than the [`CDC_MAX`] bytes after the previous one, so the boundaries are exactly
+//! those of chunking the whole file at once, whatever sizes the input arrives in.
+//!
+//! Chunks are cut from the caller's pieces in place where a piece holds [`CDC_MAX`] bytes past
+//! the last cut; only what straddles two pieces is copied (into a buffer of at most
+//! [`CDC_MAX`] bytes).
 
 use fastcdc::v2020::{Normalization, cut, select_masks};
 
 use crate::layout::{CDC_AVG, CDC_MAX, CDC_MIN, SINGLE_BLOCK_MAX};
 
-/// How many bytes are gathered before cutting: amortises moving the uncut tail to the front.
-const GATHER: usize = 4 * CDC_MAX;
-
 /// A streaming chunker for one file.
 pub struct Chunker {
+    /// A single-block file's bytes so far; or, cutting, the uncut bytes before the current
+    /// piece (fewer than [`CDC_MAX`] between calls).
     buf: Vec<u8>,
-    start: usize,
     single: bool,
     /// Announced size of the current file.
     size: u64,
@@ -28,10 +31,9 @@ impl Chunker {
     /// A chunker for a file of `size` bytes (the size decides single-block or FastCDC).
     pub fn new(size: u64) -> Chunker {
         let single = size <= SINGLE_BLOCK_MAX;
-        let capacity = if single { size as usize } else { 2 * GATHER };
+        let capacity = if single { size as usize } else { CDC_MAX };
         Chunker {
             buf: Vec::with_capacity(capacity),
-            start: 0,
             single,
             size,
             emitted: false,
@@ -42,12 +44,11 @@ impl Chunker {
     /// Resets for another file, keeping the buffer's allocation.
     pub fn reset(&mut self, size: u64) {
         self.buf.clear();
-        self.start = 0;
         self.single = size <= SINGLE_BLOCK_MAX;
         self.size = size;
         self.emitted = false;
         if !self.single {
-            self.buf.reserve(2 * GATHER);
+            self.buf.reserve(CDC_MAX);
         }
     }
 
@@ -66,22 +67,37 @@ impl Chunker {
             self.buf.extend_from_slice(data);
             return Ok(());
         }
-        while !data.is_empty() {
-            // At most GATHER - 1 bytes stay uncut, so the buffer never exceeds 2 * GATHER.
-            let take = data.len().min(GATHER);
-            if self.start > 0 && self.buf.len() + take > self.buf.capacity() {
-                self.buf.drain(..self.start);
-                self.start = 0;
+        loop {
+            if self.buf.is_empty() {
+                // Cut in the caller's piece while a whole window lies ahead; keep the rest.
+                while data.len() >= CDC_MAX {
+                    let n = self.cut_len(data);
+                    emit(&data[..n])?;
+                    data = &data[n..];
+                }
+                self.buf.extend_from_slice(data);
+                return Ok(());
             }
-            self.buf.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            while self.buf.len() - self.start >= GATHER {
-                let n = self.cut_len(&self.buf[self.start..]);
-                emit(&self.buf[self.start..self.start + n])?;
-                self.start += n;
+            // Bytes left from earlier pieces: complete one window with the start of this one.
+            let pending = self.buf.len();
+            let need = CDC_MAX - pending;
+            if data.len() < need {
+                self.buf.extend_from_slice(data);
+                return Ok(());
+            }
+            self.buf.extend_from_slice(&data[..need]);
+            let n = self.cut_len(&self.buf);
+            emit(&self.buf[..n])?;
+            if n >= pending {
+                // The rest of the window is this piece's: go on cutting in the piece.
+                data = &data[n - pending..];
+                self.buf.clear();
+            } else {
+                // Earlier bytes are left: keep them, and this piece's bytes stay in `data`.
+                self.buf.truncate(pending);
+                self.buf.drain(..n);
             }
         }
-        Ok(())
     }
 
     /// Emits the remaining chunks at the end of the file.
@@ -92,14 +108,14 @@ impl Chunker {
             }
             self.emitted = false;
         } else {
-            while self.start < self.buf.len() {
-                let n = self.cut_len(&self.buf[self.start..]);
-                emit(&self.buf[self.start..self.start + n])?;
-                self.start += n;
+            let mut rest = &self.buf[..];
+            while !rest.is_empty() {
+                let n = self.cut_len(rest);
+                emit(&rest[..n])?;
+                rest = &rest[n..];
             }
         }
         self.buf.clear();
-        self.start = 0;
         Ok(())
     }
 
@@ -166,6 +182,30 @@ mod tests {
         }
         for c in &whole[..whole.len() - 1] {
             assert!(c.len() >= CDC_MIN && c.len() <= CDC_MAX, "{}", c.len());
+        }
+    }
+
+    /// The boundaries are those of the fastcdc crate's own chunker over the whole file.
+    #[test]
+    fn boundaries_are_fastcdcs_over_the_whole_file() {
+        use fastcdc::v2020::FastCDC;
+        for (len, seed) in [(9 * 1024 * 1024 + 12345, 5), (3 * 1024 * 1024 + 1, 13)] {
+            let data = pseudo_random(len, seed);
+            let expected: Vec<usize> =
+                FastCDC::with_level(&data, CDC_MIN, CDC_AVG, CDC_MAX, Normalization::Level1)
+                    .map(|c| c.length)
+                    .collect();
+            for piece in [
+                4096usize,
+                256 * 1024,
+                CDC_MAX - 1,
+                CDC_MAX,
+                3 * CDC_MAX + 7,
+                len,
+            ] {
+                let got: Vec<usize> = chunks(&data, piece).iter().map(Vec::len).collect();
+                assert_eq!(got, expected, "{len} bytes in pieces of {piece}");
+            }
         }
     }
 
