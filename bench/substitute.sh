@@ -275,7 +275,7 @@ for ((r = 1; r <= RUNS; r++)); do
         invalid=$(echo "$out" | sed -n 's/.*invalid=//p')
         [ "$invalid" = 0 ] || { echo "$impl run $r: $invalid paths not valid after nix-store -r" >&2; exit 1; }
         TIMES[$impl]+="$secs "
-        log "run $r $impl: ${secs}s, machine CPU ${cpu}s"
+        log "run $r $impl: ${secs}s$([ -n "$QUERY_MISSING" ] || echo ", machine CPU ${cpu}s")"
         rm -rf "$WORK/nix-$impl"
     done
 done
