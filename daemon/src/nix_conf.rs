@@ -65,7 +65,16 @@ pub enum NixConfError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NixConfig {
     values: BTreeMap<String, String>,
+    /// Defaults that depend on the machine and the environment, found by [`NixConfig::load`]:
+    /// `ssl-cert-file` and `netrc-file`.
+    machine_defaults: BTreeMap<String, String>,
 }
+
+/// Where Nix looks for a CA bundle when `ssl-cert-file` is not set, in order.
+const CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/nix/var/nix/profiles/default/etc/ssl/certs/ca-bundle.crt",
+];
 
 /// Nix's defaults for the settings this daemon reads whose default is not empty (what an
 /// `extra-` line appends to).
@@ -94,6 +103,26 @@ impl NixConfig {
         let conf_dir = var("NIX_CONF_DIR")
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "/etc/nix".to_owned());
+        // Nix's defaults: the netrc beside nix.conf; the CA bundle of `NIX_SSL_CERT_FILE`,
+        // else `SSL_CERT_FILE`, else the first bundle of the machine's (none: empty).
+        let netrc = Path::new(&conf_dir).join("netrc");
+        let ca_file = ["NIX_SSL_CERT_FILE", "SSL_CERT_FILE"]
+            .iter()
+            .find_map(|v| var(v).filter(|v| !v.is_empty()))
+            .or_else(|| {
+                CA_BUNDLES
+                    .iter()
+                    .find(|f| Path::new(f).exists())
+                    .map(|f| (*f).to_owned())
+            })
+            .unwrap_or_default();
+        config.machine_defaults = BTreeMap::from([
+            (
+                "netrc-file".to_owned(),
+                netrc.to_string_lossy().into_owned(),
+            ),
+            ("ssl-cert-file".to_owned(), ca_file),
+        ]);
         config.read_file(&Path::new(&conf_dir).join("nix.conf"), true, 0)?;
         for file in user_files(&var) {
             config.read_file(&file, true, 0)?;
@@ -135,7 +164,9 @@ impl NixConfig {
 
     /// The value of `name`, or Nix's default for the settings this daemon reads.
     pub fn get_or_default(&self, name: &str) -> Option<&str> {
-        self.get(name).or_else(|| nix_default(name))
+        self.get(name)
+            .or_else(|| self.machine_defaults.get(name).map(String::as_str))
+            .or_else(|| nix_default(name))
     }
 
     /// Every setting that was given, by name.
@@ -306,6 +337,35 @@ mod tests {
         .expect("loads");
         assert_eq!(c.list("trusted-users", &[]), ["root", "bob"]);
         assert_eq!(c.list("allowed-users", &["*"]), ["@wheel"]);
+        // Defaults of the machine: the netrc beside nix.conf, the CA bundle of the variables.
+        assert_eq!(
+            c.get_or_default("netrc-file"),
+            Some(format!("{conf_dir}/netrc").as_str())
+        );
+        let with_ca = |vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            let dir = conf_dir.clone();
+            NixConfig::load(move |n| match n {
+                "NIX_CONF_DIR" => Some(dir.clone()),
+                "NIX_USER_CONF_FILES" => Some(String::new()),
+                _ => vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()),
+            })
+            .expect("loads")
+            .get_or_default("ssl-cert-file")
+            .map(str::to_owned)
+        };
+        let both = [("NIX_SSL_CERT_FILE", "/a.pem"), ("SSL_CERT_FILE", "/b.pem")];
+        assert_eq!(with_ca(&both).as_deref(), Some("/a.pem"));
+        assert_eq!(with_ca(&both[1..]).as_deref(), Some("/b.pem"));
+        let probed = CA_BUNDLES
+            .iter()
+            .find(|f| Path::new(f).exists())
+            .copied()
+            .unwrap_or("");
+        assert_eq!(with_ca(&[]).as_deref(), Some(probed));
         // An `extra-` line for a setting not given appends to Nix's default.
         let c =
             NixConfig::parse("extra-trusted-users = alice\nextra-trusted-public-keys = k:AAAA\n")

@@ -121,7 +121,7 @@ impl BinaryCache {
     /// `true` the first time it is returned (for one warning per failure, as Nix gives).
     pub async fn info(
         &self,
-        client: &reqwest::Client,
+        http: &crate::Http,
         store_dir: &StoreDir,
     ) -> Result<&CacheInfo, (SubstituteError, bool)> {
         if let Some(info) = self.info.get() {
@@ -135,10 +135,7 @@ impl BinaryCache {
         let fetched = self
             .info
             .get_or_try_init(|| async {
-                let bytes = match self
-                    .get(client, "nix-cache-info", MAX_CACHE_INFO_BYTES)
-                    .await
-                {
+                let bytes = match self.get(http, "nix-cache-info", MAX_CACHE_INFO_BYTES).await {
                     Ok(Some(b)) => b,
                     Ok(None) => {
                         return Err(format!(
@@ -183,12 +180,12 @@ impl BinaryCache {
     /// The narinfo of `path`, or `None` when the cache does not have it.
     pub async fn narinfo(
         &self,
-        client: &reqwest::Client,
+        http: &crate::Http,
         store_dir: &StoreDir,
         path: &StorePath,
     ) -> Result<Option<NarInfo>, SubstituteError> {
         let name = format!("{}.narinfo", path.hash_part());
-        let Some(bytes) = self.get(client, &name, MAX_NARINFO_BYTES).await? else {
+        let Some(bytes) = self.get(http, &name, MAX_NARINFO_BYTES).await? else {
             return Ok(None);
         };
         let info =
@@ -215,7 +212,7 @@ impl BinaryCache {
     /// file or the data is bad, so that the caller knows another try may succeed.
     pub async fn nar(
         &self,
-        client: &reqwest::Client,
+        http: &crate::Http,
         info: &NarInfo,
         broken: Arc<AtomicBool>,
     ) -> Result<NarSource, SubstituteError> {
@@ -264,7 +261,7 @@ impl BinaryCache {
                     url: format!("{}/{url}", self.url),
                     why: e.to_string(),
                 })?;
-                let response = client.get(full.clone()).send().await.map_err(|e| {
+                let response = http.get(full.clone())?.send().await.map_err(|e| {
                     // Refused, reset, timed out: worth another try.
                     broken.store(true, Ordering::Relaxed);
                     transfer(&full, &e)
@@ -292,7 +289,7 @@ impl BinaryCache {
     /// A small file of the cache, or `None` when it has none (HTTP 404 or 403, or no file).
     async fn get(
         &self,
-        client: &reqwest::Client,
+        http: &crate::Http,
         name: &str,
         limit: usize,
     ) -> Result<Option<Vec<u8>>, SubstituteError> {
@@ -325,8 +322,8 @@ impl BinaryCache {
                     url: format!("{}/{name}", self.url),
                     why: e.to_string(),
                 })?;
-                let response = client
-                    .get(url.clone())
+                let response = http
+                    .get(url.clone())?
                     .timeout(SMALL_FILE_TIMEOUT)
                     .send()
                     .await

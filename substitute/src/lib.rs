@@ -16,8 +16,13 @@
 //!   store's ingester, which checks its size and hash before the path becomes valid: a
 //!   tampered NAR registers nothing. A path's references are substituted before it, several
 //!   paths at once; a transfer that breaks is tried again after a pause.
+//! * HTTPS trusts the authorities of `ssl-cert-file`, and requests carry the login that
+//!   `netrc-file` gives their host ([`Http`], [`netrc`]).
+//! * `--repair` fetches a damaged path again ([`Substituters::repair_path`]).
 
 mod cache;
+mod http;
+pub mod netrc;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -27,6 +32,7 @@ use std::time::{Duration, Instant};
 pub use cache::{BinaryCache, NarSource};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+pub use http::Http;
 use pkgchain_store::Store;
 use pkgchain_store_model::narinfo::NarInfo;
 use pkgchain_store_model::path_info::ValidPathInfo;
@@ -59,6 +65,16 @@ pub enum SubstituteError {
         /// The entry.
         url: String,
         /// Why.
+        why: String,
+    },
+    /// A setting names a file that cannot be used (`ssl-cert-file`, `netrc-file`).
+    #[error("setting '{name}' ('{value}'): {why}")]
+    Setting {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
         why: String,
     },
     /// The cache cannot be used (no `nix-cache-info`, another store directory, down).
@@ -122,6 +138,12 @@ pub struct SubstituterSettings {
     /// `stalled-download-timeout`: a transfer that delivers nothing for this long is broken
     /// (and tried again).
     pub stalled_timeout: Duration,
+    /// `ssl-cert-file`: the only certificate authorities trusted for HTTPS. `None` (Nix: the
+    /// setting is empty) trusts the system's and Mozilla's authorities; Nix would then not
+    /// check certificates at all.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `netrc-file`: logins for the caches' hosts (a missing file gives none).
+    pub netrc_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SubstituterSettings {
@@ -136,6 +158,8 @@ impl Default for SubstituterSettings {
             positive_ttl: Duration::from_secs(30 * 24 * 3600),
             negative_ttl: Duration::from_secs(3600),
             stalled_timeout: Duration::from_secs(300),
+            ca_file: None,
+            netrc_file: None,
         }
     }
 }
@@ -165,7 +189,7 @@ pub struct Substituters {
     caches: Vec<Arc<BinaryCache>>,
     settings: SubstituterSettings,
     store_dir: StoreDir,
-    client: reqwest::Client,
+    http: Http,
     /// Requests in flight to each cache (by index), at most `http-connections`.
     requests: Vec<Semaphore>,
     /// Until when each cache (by index) counts as slow: asked last, see [`SLOW_CACHE_PENALTY`].
@@ -202,14 +226,7 @@ impl Substituters {
         } else {
             settings.http_connections
         };
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .read_timeout(settings.stalled_timeout)
-            .pool_max_idle_per_host(connections)
-            .user_agent(concat!("pkgchain/", env!("CARGO_PKG_VERSION")))
-            .no_proxy()
-            .build()
-            .map_err(|e| SubstituteError::CacheUnusable(format!("no HTTP client: {e}")))?;
+        let http = Http::new(&settings, connections);
         let requests = (0..caches.len())
             .map(|_| Semaphore::new(connections))
             .collect();
@@ -219,7 +236,7 @@ impl Substituters {
             caches,
             settings,
             store_dir,
-            client,
+            http,
             requests,
             looked_up: std::sync::Mutex::new(HashMap::new()),
         })
@@ -241,7 +258,7 @@ impl Substituters {
         let infos = futures::future::join_all(
             self.caches
                 .iter()
-                .map(|cache| cache.info(&self.client, &self.store_dir)),
+                .map(|cache| cache.info(&self.http, &self.store_dir)),
         )
         .await;
         let mut usable: Vec<(usize, i32)> = Vec::new();
@@ -463,7 +480,7 @@ impl Substituters {
             return None;
         }
         let found = match self.caches[i]
-            .narinfo(&self.client, &self.store_dir, path)
+            .narinfo(&self.http, &self.store_dir, path)
             .await
         {
             Ok(found) => found,
@@ -545,7 +562,7 @@ impl Substituters {
                 let span = info_span!("substitute", path = %p, cache = offer.cache.url());
                 running.push(
                     async move {
-                        let r = self.fetch_one(store, &offer).await;
+                        let r = self.fetch_one(store, &offer, false).await;
                         (p, r)
                     }
                     .instrument(span),
@@ -565,6 +582,44 @@ impl Substituters {
             return Err(SubstituteError::NoSubstitute(self.store_dir.display(stuck)));
         }
         Ok(done)
+    }
+
+    /// Nix's substitution in repair mode: `path` (valid, but its contents damaged, or not
+    /// valid) is fetched again from the best cache that offers it and ingested in repair
+    /// mode, which writes its damaged blocks again and registers it anew. Its references are
+    /// substituted first where they are not valid. `NoSubstitute` when no cache has it.
+    pub async fn repair_path(
+        &self,
+        store: &Store,
+        path: &StorePath,
+        tell: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<(), SubstituteError> {
+        let span = info_span!("repair_by_substitution", path = %path);
+        async {
+            let answers = self.query(std::slice::from_ref(path)).await;
+            for w in answers.warnings {
+                tell(w);
+            }
+            let Some(offer) = answers.offers.get(path) else {
+                return Err(SubstituteError::NoSubstitute(self.store_dir.display(path)));
+            };
+            let references: Vec<StorePath> = offer
+                .narinfo
+                .references
+                .iter()
+                .filter(|r| *r != path)
+                .cloned()
+                .collect();
+            self.substitute_closure(store, &references, tell).await?;
+            tell(format!(
+                "copying path '{}' from '{}'...",
+                self.store_dir.display(path),
+                offer.cache.url()
+            ));
+            self.fetch_one(store, offer, true).await.map(|_| ())
+        }
+        .instrument(span)
+        .await
     }
 
     /// Every path to substitute for `wanted`: those not valid, with their references that are
@@ -607,11 +662,13 @@ impl Substituters {
         Ok(plan)
     }
 
-    /// Downloads one path into the store, trying again when the transfer breaks.
+    /// Downloads one path into the store (in repair mode: again, though valid), trying again
+    /// when the transfer breaks.
     async fn fetch_one(
         &self,
         store: &Store,
         offer: &Offer,
+        repair: bool,
     ) -> Result<pkgchain_store::PathInfo, SubstituteError> {
         let narinfo = &offer.narinfo;
         let shown = narinfo.absolute_path();
@@ -620,14 +677,14 @@ impl Substituters {
         let mut attempt = 1;
         loop {
             let broken = Arc::new(AtomicBool::new(false));
-            let result = match offer.cache.nar(&self.client, narinfo, broken.clone()).await {
+            let result = match offer.cache.nar(&self.http, narinfo, broken.clone()).await {
                 // Decompressed on the blocking thread that feeds the ingester: no hop more.
                 Ok(source) => {
                     let (store, valid) = (store.clone(), valid.clone());
                     let ingested = tokio::task::spawn_blocking(move || {
                         let mut nar = source.into_blocking_reader().map_err(|e| e.to_string())?;
                         store
-                            .add_nar_blocking(&valid, &mut nar, false)
+                            .add_nar_blocking(&valid, &mut nar, repair)
                             .map_err(|e| e.to_string())
                     })
                     .await

@@ -219,7 +219,8 @@ pub fn scratch_dir(prefix: &str) -> tempfile::TempDir {
         .expect("scratch dir")
 }
 
-/// `python3 -m http.server` on a free loopback port, serving a directory; killed on drop.
+/// A python3 HTTP server on a free loopback port, serving a directory (plain HTTP or HTTPS);
+/// killed on drop.
 pub struct HttpServer {
     child: std::process::Child,
     /// The port it listens on (127.0.0.1).
@@ -229,28 +230,63 @@ pub struct HttpServer {
 impl HttpServer {
     /// Starts the server on `dir` and waits (at most 20 s) until it accepts connections.
     pub fn start(dir: &Path) -> HttpServer {
-        use std::time::{Duration, Instant};
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+        let port = free_port();
+        let mut cmd = Command::new("python3");
+        cmd.args(["-m", "http.server", "--bind", "127.0.0.1"])
             .arg(port.to_string())
             .arg("--directory")
             .arg(dir)
+            .stderr(Stdio::null());
+        HttpServer::spawn(cmd, port)
+    }
+
+    /// Serves `dir` over HTTPS (`servers/https_cache.py`) with the certificate chain `cert`
+    /// and its key `key`, asking every request for the basic login `user:password` when
+    /// given. Each request is logged as "STATUS PATH" (a failed handshake as "failed ...")
+    /// to `log`.
+    pub fn start_tls(
+        dir: &Path,
+        cert: &Path,
+        key: &Path,
+        login: Option<&str>,
+        log: &Path,
+    ) -> HttpServer {
+        let port = free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/https_cache.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script)
+            .arg(port.to_string())
+            .arg(dir)
+            .arg(cert)
+            .arg(key)
+            .args(login)
+            .stderr(fs::File::create(log).expect("server log"));
+        HttpServer::spawn(cmd, port)
+    }
+
+    fn spawn(mut cmd: Command, port: u16) -> HttpServer {
+        use std::time::{Duration, Instant};
+        let child = cmd
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdin(Stdio::null())
             .spawn()
-            .expect("starting python3 -m http.server");
+            .expect("starting a python3 HTTP server");
         let server = HttpServer { child, port };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "http.server did not start");
+            assert!(Instant::now() < deadline, "the HTTP server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
         server
     }
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 impl Drop for HttpServer {

@@ -1,8 +1,8 @@
 //! Substitution from binary caches for a connection: which caches its settings name (Nix's
 //! `substitute`, `substituters`, `trusted-public-keys`, `require-sigs`, `http-connections`,
-//! `max-substitution-jobs`, `download-attempts`, `narinfo-cache-*-ttl`), and the operations that
-//! ask them (`QuerySubstitutablePathInfos` and the other queries, `EnsurePath`, opaque paths
-//! of `BuildPaths`).
+//! `max-substitution-jobs`, `download-attempts`, `narinfo-cache-*-ttl`, `ssl-cert-file`,
+//! `netrc-file`), and the operations that ask them (`QuerySubstitutablePathInfos` and the
+//! other queries, `EnsurePath`, opaque paths of `BuildPaths`).
 //!
 //! Connections with the same settings share one [`Substituters`]: its HTTP connections and its
 //! record of narinfo lookups.
@@ -57,6 +57,14 @@ impl Conn {
         list
     }
 
+    /// A setting naming a file, as this connection sees it (`None` when empty).
+    fn file_setting(&self, name: &str) -> Option<std::path::PathBuf> {
+        self.effective(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    }
+
     /// The caches this connection substitutes from, or `None` when substitution is off
     /// (`--no-substitute`, `substitute = false`) or no cache is configured.
     pub(super) fn substituters(&self) -> Result<Option<Arc<Substituters>>, OpError> {
@@ -104,6 +112,8 @@ impl Conn {
             stalled_timeout: Duration::from_secs(
                 number("stalled-download-timeout", 300)?.clamp(1, 24 * 3600),
             ),
+            ca_file: self.file_setting("ssl-cert-file"),
+            netrc_file: self.file_setting("netrc-file"),
         };
         let key = format!("{settings:?}");
         let pool = &self.state.substituters;
