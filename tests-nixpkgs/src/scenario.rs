@@ -195,6 +195,21 @@ pub fn assert_same_transcripts(ours: &str, theirs: &str) {
     }
 }
 
+/// A bash function for scenarios: `corrupt PATH LINE` damages a store path whose one file holds
+/// the line LINE. In our block store (`/nix/ipfs/blocks` exists) it overwrites the block holding
+/// that line (no other store object may hold it); in Nix's store, the file itself.
+pub const CORRUPT_FN: &str = r#"
+corrupt() {
+  if [ -d /nix/ipfs/blocks ]; then
+    f=$(grep -rlx -e "$2" /nix/ipfs/blocks | head -n 1)
+    [ -n "$f" ] || echo "no block holds '$2'"
+    printf 'damaged\n' > "$f"
+  else
+    printf 'damaged\n' > "$1"
+  fi
+}
+"#;
+
 /// `nix.conf` of the build scenarios: the sandbox on, no build users, the host's `/usr`,
 /// `/lib` and `/lib64` in the sandbox (the builders are its shells), no substituters.
 pub const SANDBOXED_BUILDS_CONFIG: &str = r"sandbox = true\nbuild-users-group =\nextra-sandbox-paths = /usr /lib /lib64\nsubstituters =\nrequire-sigs = false";

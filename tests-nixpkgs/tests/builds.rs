@@ -5,7 +5,9 @@
 //! The transcripts hold the facts that must agree (output paths, contents, references, exit
 //! codes, the key words of each error, the stored logs) and must be equal.
 
-use pkgchain_tests_nixpkgs::scenario::{Client, assert_same_transcripts, builds_against_both};
+use pkgchain_tests_nixpkgs::scenario::{
+    CORRUPT_FN, Client, assert_same_transcripts, builds_against_both,
+};
 
 /// The build scenario. `show` prints a path's contents (file or tree) and references.
 const SCENARIO: &str = r#"
@@ -68,22 +70,12 @@ echo "sleepy valid: $(nix-store --check-validity $(nix eval --raw -f $I/builds.n
 /// `--repair`: a corrupt output is rebuilt; a corrupt path in the outputs' closure is rebuilt
 /// from the derivation that makes it; a corrupt `builtins.toFile` source is added again by the
 /// evaluation (which repairs with `--repair`); one nothing can make fails the repair. `corrupt`
-/// damages a path's only file: in our block store the block holding its line (no other store
-/// object has that line), in Nix's store the file itself.
+/// is [`CORRUPT_FN`].
 const REPAIR_SCENARIO: &str = r#"
 I=/mnt/in
 T=/nix/scenario-tmp
 mkdir -p $T
 B="nix-build $I/builds.nix --no-out-link"
-corrupt() {
-  if [ -d /nix/ipfs/blocks ]; then
-    f=$(grep -rlx -e "$2" /nix/ipfs/blocks | head -n 1)
-    [ -n "$f" ] || echo "no block holds '$2'"
-    printf 'damaged\n' > "$f"
-  else
-    printf 'damaged\n' > "$1"
-  fi
-}
 verify() { nix-store --verify --check-contents > /dev/null 2>&1; echo "verify exit $?"; }
 # What a repair run did: its exit status and every line it printed, in order.
 repair() { "$@" > $T/out 2>&1; echo "repair exit $?"; sed "s/^/  said: /" $T/out; }
@@ -199,7 +191,8 @@ fn compare(client: Client) {
 }
 
 fn compare_repair(client: Client) {
-    let Some((ours, theirs)) = builds_against_both(client, "repair.sh", REPAIR_SCENARIO, "") else {
+    let script = format!("{CORRUPT_FN}{REPAIR_SCENARIO}");
+    let Some((ours, theirs)) = builds_against_both(client, "repair.sh", &script, "") else {
         return;
     };
     assert!(ours.contains("top: top42 of /nix/store/"), "{ours}");

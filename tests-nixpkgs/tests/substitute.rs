@@ -1,6 +1,7 @@
 //! Substitution from binary caches, end to end. The caches are made by the real Nix (2.8, on a
 //! local store of its own: `nix copy --to 'file://DIR?compression=…&secret-key=…'` of a built
-//! closure) and served over loopback HTTP by `python3 -m http.server`. Then the real Nix 2.8
+//! closure) and served over loopback HTTP by `python3 -m http.server` (or over HTTPS behind a
+//! login by `servers/https_cache.py`). Then the real Nix 2.8
 //! and 2.34 clients run `nix-build` through our daemon with `--max-jobs 0`, so the outputs can
 //! only come from the cache:
 //!
@@ -12,10 +13,14 @@
 //! * a NAR changed by one byte fails its hash check, and nothing becomes valid;
 //! * NARs gone from the cache: the build fails naming the download, and with `--fallback` the
 //!   derivations are built instead;
+//! * a cache over HTTPS whose authority only `ssl-cert-file` names and which wants the login
+//!   of `netrc-file`: nix-daemon and ours substitute the same; without the login or the
+//!   authority, ours refuses with the reason;
 //! * an untrusted client's `--option substituters` is ignored with Nix's warning unless the
 //!   daemon's `trusted-substituters` lists the cache.
 //!
-//! A daemon killed with `kill -9` while substituting leaves nothing half-written valid.
+//! `--repair` fetches damaged paths again from the caches, as nix-daemon does. A daemon killed
+//! with `kill -9` while substituting leaves nothing half-written valid.
 //!
 //! And the other way: `pkgchain serve-cache` serves our store, and the real Nix 2.34 copies
 //! from it with signatures required.
@@ -23,7 +28,7 @@
 use std::path::Path;
 
 use pkgchain_tests_nixpkgs::scenario::{
-    Client, Daemon, Role, ScenarioRun, client_available, transcript,
+    CORRUPT_FN, Client, Daemon, Role, ScenarioRun, client_available, transcript,
 };
 use pkgchain_tests_nixpkgs::{
     HttpServer, in_namespace_ok, prerequisites, readable_input_dir, value,
@@ -91,7 +96,7 @@ else
   echo "build failed"
 fi
 grep -o "copying path '[^']*' from '[^']*'" "$HOME/build.log" | sed 's|/nix/store/[a-z0-9]*-||' | sort | sed 's/^/copied: /' || true
-grep -i "signature\|hash mismatch\|NAR hash\|error\|substituter\|building '" "$HOME/build.log" | sed 's/^/said: /' || true
+grep -i "signature\|hash mismatch\|NAR hash\|error\|substituter\|building '\|unable to download" "$HOME/build.log" | sed 's/^/said: /' || true
 grep -o "these [0-9]* paths will be fetched" "$HOME/build.log" | sed 's/^/missing: /' || true
 echo "valid outputs: $(nix-store --check-validity $(cat /mnt/in/outputs) 2>/dev/null && echo all || echo not-all)"
 "#
@@ -142,6 +147,37 @@ fn setup(client: Client) -> Option<(tempfile::TempDir, String)> {
     Some((input, out))
 }
 
+/// The cache's public key (`cache/pk` under `input`).
+fn cache_key(input: &Path) -> String {
+    std::fs::read_to_string(input.join("cache/pk"))
+        .expect("pk")
+        .trim()
+        .to_owned()
+}
+
+/// A transcript without the "said:" lines (warnings and errors, which nix-daemon words
+/// differently), for comparing what happened.
+fn without_said(t: &str) -> Vec<String> {
+    t.lines()
+        .filter(|l| !l.starts_with("said: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `nix-build -A dependent --max-jobs 0` through nix-daemon and through ours, as root, with
+/// `config`: nix-daemon builds `out` by substituting, and both transcripts agree but for the
+/// "said:" lines. Returns ours.
+fn same_as_nix_daemon(client: Client, input: &Path, config: &str, out: &str) -> String {
+    let build = |daemon| build_through(daemon, client, Role::Root, input, config, "--max-jobs 0");
+    let theirs = build(Daemon::RealNix);
+    let ours = build(Daemon::Ours);
+    println!("--- nix-daemon ---\n{theirs}\n--- ours ---\n{ours}");
+    assert_eq!(value(&theirs, "built"), out, "{theirs}");
+    assert!(theirs.contains("valid outputs: all"), "{theirs}");
+    assert_eq!(without_said(&ours), without_said(&theirs));
+    ours
+}
+
 /// Where a test's cache is served from.
 enum Served {
     Http,
@@ -153,7 +189,7 @@ fn substitutes_from(client: Client, compression: &str, served: Served) {
         return;
     };
     let server = HttpServer::start(&input.path().join("cache"));
-    let pk = std::fs::read_to_string(input.path().join("cache/pk")).expect("pk");
+    let pk = cache_key(input.path());
     let url = match served {
         Served::Http => format!("http://127.0.0.1:{}/{compression}", server.port),
         // The input directory is /mnt/in for the daemon and the client.
@@ -161,7 +197,7 @@ fn substitutes_from(client: Client, compression: &str, served: Served) {
     };
     // A dead cache first (nothing listens on port 1): the live one still answers.
     let caches = format!("http://127.0.0.1:1 {url}");
-    let t = build_through_ours(client, input.path(), &caches, pk.trim());
+    let t = build_through_ours(client, input.path(), &caches, &pk);
     println!("{t}");
     // QueryMissing told the client what would be fetched.
     assert!(t.contains("missing: these 2 paths will be fetched"), "{t}");
@@ -195,38 +231,229 @@ fn nix_2_34_substitutes_what_nix_daemon_substitutes() {
         return;
     };
     let server = HttpServer::start(&input.path().join("cache"));
-    let pk = std::fs::read_to_string(input.path().join("cache/pk")).expect("pk");
+    let pk = cache_key(input.path());
     let url = format!("http://127.0.0.1:{}/zstd", server.port);
     let config = format!(
         r"sandbox = false\nbuild-users-group =\nsubstituters = http://127.0.0.1:1 {url}\ntrusted-public-keys = {}",
-        pk.trim()
+        pk
     );
-    let compared = |t: &str| -> Vec<String> {
-        t.lines()
-            .filter(|l| !l.starts_with("said: "))
-            .map(str::to_owned)
-            .collect()
+    same_as_nix_daemon(client, input.path(), &config, &out);
+}
+
+/// A certificate authority made for one test, and a certificate it signed for 127.0.0.1:
+/// `tls/ca.pem`, `tls/cert.pem` and `tls/key.pem` under `input`.
+fn make_certificates(input: &Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
     };
-    let theirs = build_through(
-        Daemon::RealNix,
+    let dir = input.join("tls");
+    std::fs::create_dir_all(&dir).expect("tls dir");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "pkgchain e2e test authority");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().expect("key");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca");
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate().expect("key");
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).expect("leaf");
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("ca.pem");
+    std::fs::write(dir.join("cert.pem"), leaf_cert.pem()).expect("cert.pem");
+    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).expect("key.pem");
+}
+
+/// A cache behind HTTPS and a login, as private caches are: the server's certificate is
+/// signed by an authority only `ssl-cert-file` names, and every request needs the basic
+/// login that `netrc-file` gives for 127.0.0.1.
+///
+/// * nix-daemon 2.34 and ours, given both files, substitute the same closure from the same
+///   cache (the same transcript, as in `nix_2_34_substitutes_what_nix_daemon_substitutes`);
+/// * ours with a netrc lacking the host: the server answers 401, nothing is copied, and the
+///   client is told which URL failed and why;
+/// * ours with the machine's CA bundle instead of the test authority: the certificate is
+///   refused, and the client is told so.
+#[test]
+fn https_caches_with_a_login_work_as_with_nix_daemon() {
+    let client = Client::Nix234;
+    let Some((input, out)) = setup(client) else {
+        return;
+    };
+    make_certificates(input.path());
+    let tls = input.path().join("tls");
+    std::fs::write(
+        tls.join("netrc"),
+        "machine 127.0.0.1\n  login nix-user\n  password \"secret words\"\n",
+    )
+    .expect("netrc");
+    std::fs::write(
+        tls.join("other-netrc"),
+        "machine cache.example.org login a password b\n",
+    )
+    .expect("netrc");
+    let log = tls.join("server.log");
+    let server = HttpServer::start_tls(
+        &input.path().join("cache"),
+        &tls.join("cert.pem"),
+        &tls.join("key.pem"),
+        Some("nix-user:secret words"),
+        &log,
+    );
+    let pk = cache_key(input.path());
+    let url = format!("https://127.0.0.1:{}/zstd", server.port);
+    let config = |ca: &str, netrc: &str| {
+        format!(
+            r"sandbox = false\nbuild-users-group =\nsubstituters = {url}\ntrusted-public-keys = {}\nssl-cert-file = {ca}\nnetrc-file = {netrc}",
+            pk
+        )
+    };
+    let good = config("/mnt/in/tls/ca.pem", "/mnt/in/tls/netrc");
+    let ours = same_as_nix_daemon(client, input.path(), &good, &out);
+    assert!(
+        ours.contains(&format!("copied: copying path 'simple' from '{url}'")),
+        "{ours}"
+    );
+
+    // No login for this host: 401, nothing copied.
+    let before = std::fs::read_to_string(&log).expect("log").len();
+    let t = build_with(
         client,
         Role::Root,
         input.path(),
-        &config,
+        &config("/mnt/in/tls/ca.pem", "/mnt/in/tls/other-netrc"),
         "--max-jobs 0",
     );
-    let ours = build_through(
-        Daemon::Ours,
+    println!("{t}");
+    let asked = std::fs::read_to_string(&log).expect("log")[before..].to_owned();
+    println!("server:\n{asked}");
+    assert!(t.contains("build failed"), "{t}");
+    assert!(
+        t.contains("401"),
+        "the client is told the cache said 401: {t}"
+    );
+    assert!(t.contains(&format!("{url}/nix-cache-info")), "{t}");
+    assert!(asked.contains("401 /zstd/nix-cache-info"), "{asked}");
+    assert!(!asked.contains("200 "), "nothing was served: {asked}");
+    assert!(!t.contains("copied:"), "{t}");
+    assert!(t.contains("valid outputs: not-all"), "{t}");
+
+    // The machine's authorities (not the test's): the certificate is refused.
+    let machine_bundle = "/etc/ssl/certs/ca-certificates.crt";
+    let ca = if Path::new(machine_bundle).exists() {
+        machine_bundle
+    } else {
+        // An authority that did not sign the server's certificate.
+        "/mnt/in/tls/cert.pem"
+    };
+    let t = build_with(
         client,
         Role::Root,
         input.path(),
-        &config,
+        &config(ca, "/mnt/in/tls/netrc"),
         "--max-jobs 0",
     );
+    println!("{t}");
+    assert!(t.contains("build failed"), "{t}");
+    assert!(
+        t.to_lowercase().contains("certificate"),
+        "the client is told the certificate was refused: {t}"
+    );
+    assert!(!t.contains("copied:"), "{t}");
+    assert!(t.contains("valid outputs: not-all"), "{t}");
+}
+
+/// `--repair` from the caches, as nix-daemon repairs: a path substituted from the cache (so no
+/// derivation here makes it) is damaged, then repaired by `nix-store --verify --check-contents
+/// --repair` and by `nix-build --repair` with `--max-jobs 0` (a damaged path of the outputs'
+/// closure, then a damaged output), each time by fetching it again from the cache; a damaged
+/// path no cache has cannot be repaired (`corrupt` is [`CORRUPT_FN`]). nix-daemon 2.34 and
+/// ours give the same transcript.
+const REPAIR_FROM_CACHE: &str = r#"
+T=/nix/scenario-tmp
+mkdir -p $T
+for p in $(cat /mnt/in/outputs); do
+  case $p in *-simple) SIMPLE=$p;; *-dependent) DEP=$p;; esac
+done
+nix-store -r $DEP > /dev/null 2>&1; echo "realised exit $?"
+verify() { nix-store --verify --check-contents > /dev/null 2>&1; echo "verify exit $?"; }
+said() {
+  grep -o -e "copying path '[^']*' from '[^']*'" -e "cannot repair path '[^']*'" $T/out \
+    | sed 's|/nix/store/[a-z0-9]*-||; s/^/  says: /' || true
+}
+echo "== verify --repair of a damaged path from the cache"
+corrupt $SIMPLE hello
+verify
+nix-store --verify --check-contents --repair > $T/out 2>&1; echo "verify --repair exit $?"; said
+echo "simple: $(cat $SIMPLE)"
+verify
+echo "== nix-build --repair of a damaged path in the closure"
+corrupt $SIMPLE hello
+nix-build /mnt/in/builds.nix -A dependent --no-out-link --repair --max-jobs 0 > $T/out 2>&1
+echo "nix-build --repair exit $?"; said
+echo "simple: $(cat $SIMPLE)"
+verify
+echo "== nix-build --repair of a damaged output"
+corrupt $DEP "hello from $SIMPLE"
+nix-build /mnt/in/builds.nix -A dependent --no-out-link --repair --max-jobs 0 > $T/out 2>&1
+echo "nix-build --repair exit $?"; said
+echo "dependent: $(cat $DEP)"
+verify
+echo "== a damaged path no cache has"
+printf 'repair45added\n' > $T/added.txt
+ADDED=$(nix-store --add $T/added.txt)
+corrupt $ADDED repair45added
+nix-store --verify --check-contents --repair > $T/out 2>&1; echo "verify --repair exit $?"; said
+echo "hashes: $(nix-store -q --hash $SIMPLE $DEP | tr '\n' ' ')"
+"#;
+
+#[test]
+fn nix_2_34_repairs_from_the_caches_as_nix_daemon_does() {
+    let client = Client::Nix234;
+    let Some((input, _out)) = setup(client) else {
+        return;
+    };
+    let server = HttpServer::start(&input.path().join("cache"));
+    let pk = cache_key(input.path());
+    let url = format!("http://127.0.0.1:{}/zstd", server.port);
+    let config = format!(
+        r"sandbox = false\nbuild-users-group =\nsubstituters = {url}\ntrusted-public-keys = {}",
+        pk
+    );
+    let script = format!("{CORRUPT_FN}{REPAIR_FROM_CACHE}");
+    let run = |daemon| {
+        transcript(&ScenarioRun {
+            client,
+            daemon,
+            role: Role::Root,
+            input: input.path(),
+            file: "repair-from-cache.sh",
+            script: &script,
+            config: &config,
+        })
+    };
+    let theirs = run(Daemon::RealNix);
+    let ours = run(Daemon::Ours);
     println!("--- nix-daemon ---\n{theirs}\n--- ours ---\n{ours}");
-    assert_eq!(value(&theirs, "built"), out, "{theirs}");
-    assert!(theirs.contains("valid outputs: all"), "{theirs}");
-    assert_eq!(compared(&ours), compared(&theirs));
+    // Repaired from the cache, each time.
+    assert!(
+        ours.contains("verify --repair exit 0\n  says: copying path 'simple' from '"),
+        "{ours}"
+    );
+    assert!(
+        ours.contains("nix-build --repair exit 0\n  says: copying path 'dependent' from '"),
+        "{ours}"
+    );
+    assert!(ours.contains("simple: hello\n"), "{ours}");
+    assert!(!ours.contains("no block holds"), "{ours}");
+    assert!(ours.contains("cannot repair path '"), "{ours}");
+    pkgchain_tests_nixpkgs::scenario::assert_same_transcripts(&ours, &theirs);
 }
 
 #[test]
@@ -288,9 +515,9 @@ fn untrusted_signatures_and_tampered_nars_make_nothing_valid() {
             std::fs::write(&path, unsigned).expect("write");
         }
     }
-    let pk = std::fs::read_to_string(input.path().join("cache/pk")).expect("pk");
+    let pk = cache_key(input.path());
     let url = format!("http://127.0.0.1:{}/zstd", server.port);
-    refused_for_signatures(client, input.path(), &url, pk.trim());
+    refused_for_signatures(client, input.path(), &url, &pk);
 
     // One byte of `simple`'s NAR changed (uncompressed, so the NAR still parses).
     let none = input.path().join("cache/none");
@@ -312,7 +539,7 @@ fn untrusted_signatures_and_tampered_nars_make_nothing_valid() {
     bytes[at] = b'j';
     std::fs::write(&nar, bytes).expect("tamper");
     let url = format!("http://127.0.0.1:{}/none", server.port);
-    let t = build_through_ours(client, input.path(), &url, pk.trim());
+    let t = build_through_ours(client, input.path(), &url, &pk);
     println!("{t}");
     assert!(t.contains("build failed"), "{t}");
     assert!(
@@ -406,12 +633,12 @@ fn nix_2_34_falls_back_to_building_when_a_nar_is_gone() {
         std::fs::remove_file(entry.expect("entry").path()).expect("rm");
     }
     let server = HttpServer::start(&input.path().join("cache"));
-    let pk = std::fs::read_to_string(input.path().join("cache/pk")).expect("pk");
+    let pk = cache_key(input.path());
     let url = format!("http://127.0.0.1:{}/zstd", server.port);
     // Builds need the host's shell in the sandbox.
     let config = format!(
         r"sandbox = true\nbuild-users-group =\nextra-sandbox-paths = /usr /lib /lib64\nsubstituters = {url}\ntrusted-public-keys = {}",
-        pk.trim()
+        pk
     );
     let t = build_with(client, Role::Root, input.path(), &config, "");
     println!("{t}");
@@ -445,12 +672,12 @@ fn untrusted_clients_use_only_trusted_substituters() {
         return;
     }
     let server = HttpServer::start(&input.path().join("cache"));
-    let pk = std::fs::read_to_string(input.path().join("cache/pk")).expect("pk");
+    let pk = cache_key(input.path());
     let url = format!("http://127.0.0.1:{}/zstd", server.port);
     let args = format!("--max-jobs 0 --option substituters {url}");
     let base = format!(
         r"sandbox = false\nbuild-users-group =\nsubstituters =\ntrusted-public-keys = {}",
-        pk.trim()
+        pk
     );
     let t = build_with(client, Role::Untrusted, input.path(), &base, &args);
     println!("{t}");

@@ -427,8 +427,45 @@ impl Builds {
                 } else if mode == BuildMode::Repair
                     && !repair::contents_good(&store, p, &opts.checked_contents, &events).await
                 {
-                    // Corrupt: rebuilt below, like a missing output (Nix's `PathStatus::Corrupt`).
+                    // Corrupt: fetched again or rebuilt below, like a missing output (Nix's
+                    // `PathStatus::Corrupt`).
                     all_valid = false;
+                }
+            }
+            // Repairing with caches: every output is fetched again first (the valid ones in
+            // repair mode, sound or not), as Nix's derivation goal substitutes in repair mode
+            // before anything else; then the rest of the closure is checked.
+            if mode == BuildMode::Repair
+                && let Some(subs) = &opts.substituters
+            {
+                let valid: Vec<StorePath> = {
+                    let mut valid = Vec::new();
+                    for p in outputs.values() {
+                        if store.is_valid_path(p).await.unwrap_or(false) {
+                            valid.push(p.clone());
+                        }
+                    }
+                    valid
+                };
+                if this
+                    .repair_by_substitution(&store, subs, &outputs, &valid, &opts, &events)
+                    .await
+                {
+                    let checked = this
+                        .repair_closure(&store, &drv_path, &outputs, &opts, &limit, &events)
+                        .await;
+                    if checked.error.is_some() {
+                        return checked;
+                    }
+                    let mut r = BuildResult::new(BuildStatus::Substituted);
+                    for (n, p) in &outputs {
+                        r.built_outputs
+                            .insert(n.clone(), BuiltOutput::new(p.clone()));
+                    }
+                    return Arc::new(JobResult {
+                        result: r,
+                        error: None,
+                    });
                 }
             }
             if all_valid && mode == BuildMode::Repair {

@@ -1,8 +1,10 @@
-//! `--repair` of derivation outputs, as Nix's derivation goal does it: an output that is valid
-//! but whose contents are not sound counts as missing and is rebuilt; when every output is
-//! sound, each path of the outputs' closure is checked and the corrupt ones are rebuilt from
-//! the derivations of the closure that produce them. A path nothing here can rebuild (Nix
-//! would try a substituter) makes the repair fail.
+//! `--repair` of derivation outputs, as Nix's derivation goal does it. With caches, every
+//! output is fetched again first (substitution in repair mode). Otherwise, or when no cache
+//! has them, an output that is valid but whose contents are not sound counts as missing and is
+//! rebuilt. When every output is sound, each path of the outputs' closure is checked, and the
+//! corrupt ones are rebuilt from the derivations of the closure that produce them, or fetched
+//! again from the caches when none does. A path that neither can make again makes the repair
+//! fail.
 //!
 //! A path's contents are checked as the block store knows them: every block against its CID,
 //! then the NAR rebuilt from the DAG against the registered hash and size. The rebuild's
@@ -74,6 +76,48 @@ pub(super) async fn contents_good(
 }
 
 impl Builds {
+    /// Makes the outputs of a derivation being repaired whole from the caches: those not
+    /// valid are substituted, the `valid` ones fetched again in repair mode (which writes
+    /// their damaged blocks again). Whether that worked (otherwise damaged or missing ones are
+    /// rebuilt); failures other than no cache having a path are told to the client.
+    pub(super) async fn repair_by_substitution(
+        &self,
+        store: &Store,
+        subs: &pkgchain_substitute::Substituters,
+        outputs: &BTreeMap<String, StorePath>,
+        valid: &[StorePath],
+        opts: &BuildOptions,
+        events: &mpsc::UnboundedSender<BuildEvent>,
+    ) -> bool {
+        let to_client = events.clone();
+        let tell = move |line: String| {
+            let _ = to_client.send(BuildEvent::Message(line));
+        };
+        let report = |e: pkgchain_substitute::SubstituteError| {
+            if !matches!(e, pkgchain_substitute::SubstituteError::NoSubstitute(_)) {
+                let _ = events.send(BuildEvent::Message(format!("warning: {e}")));
+            }
+            false
+        };
+        let missing: Vec<StorePath> = outputs
+            .values()
+            .filter(|p| !valid.contains(p))
+            .cloned()
+            .collect();
+        // Outputs valid and sound are left alone by the substitution itself.
+        if let Err(e) = subs.substitute_closure(store, &missing, &tell).await {
+            return report(e);
+        }
+        for path in valid {
+            if let Err(e) = subs.repair_path(store, path, &tell).await {
+                return report(e);
+            }
+            // Checked against its hash as it was ingested again.
+            opts.checked_contents.set(path, true);
+        }
+        true
+    }
+
     /// Nix's `repairClosure`: every output of `drv_path` is sound; checks the rest of their
     /// closure and rebuilds, in repair mode, the derivations whose outputs are not.
     pub(super) async fn repair_closure(
@@ -121,6 +165,9 @@ impl Builds {
             }
         }
         let mut repairs = futures::stream::FuturesUnordered::new();
+        // Paths no derivation here makes: fetched again from the caches (Nix's
+        // `makePathSubstitutionGoal(path, Repair)`).
+        let mut from_caches = Vec::new();
         let mut failed = 0usize;
         let to_check: BTreeSet<&StorePath> = output_closure.iter().collect();
         for path in to_check {
@@ -140,8 +187,32 @@ impl Builds {
                     Arc::clone(limit),
                     events.clone(),
                 )),
-                // Nix would try to substitute it; nothing here can make it.
-                None => failed += 1,
+                None => from_caches.push(path.clone()),
+            }
+        }
+        for path in from_caches {
+            let fetched = match &opts.substituters {
+                Some(subs) => {
+                    let to_client = events.clone();
+                    let tell = move |line: String| {
+                        let _ = to_client.send(BuildEvent::Message(line));
+                    };
+                    subs.repair_path(store, &path, &tell)
+                        .instrument(span.clone())
+                        .await
+                }
+                None => Err(pkgchain_substitute::SubstituteError::NoSubstitute(
+                    dir.display(&path),
+                )),
+            };
+            match fetched {
+                Ok(()) => opts.checked_contents.set(&path, true),
+                Err(e) => {
+                    failed += 1;
+                    if !matches!(e, pkgchain_substitute::SubstituteError::NoSubstitute(_)) {
+                        let _ = events.send(BuildEvent::Message(format!("warning: {e}")));
+                    }
+                }
             }
         }
         while let Some(r) = repairs.next().await {

@@ -220,19 +220,47 @@ impl Conn {
     }
 
     /// The repair of `nix-store --verify --repair` (Nix's `repairPath`): each damaged path is
-    /// rebuilt by building its deriver in repair mode; a path without a valid deriver cannot
-    /// be repaired (Nix would try its substituters first; repair from caches is not done yet). Failures
-    /// are logged as Nix logs them. Returns whether every path was repaired.
+    /// fetched again from the caches (substitution in repair mode); failing that, it is
+    /// rebuilt by building its deriver in repair mode; a path that neither a cache nor a valid
+    /// deriver can make again cannot be repaired. Failures are logged as Nix logs them.
+    /// Returns whether every path was repaired.
     pub(super) async fn repair_paths(&mut self, damaged: Vec<StorePath>) -> Result<bool, OpError> {
         let store = self.state.store.clone();
         let dir = store.store_dir().clone();
         let mut all_repaired = true;
+        // Settings that name no usable cache leave rebuilding.
+        let substituters = self.substituters().unwrap_or_else(|e| {
+            tracing::warn!(error = ?e, "no substituters for repair");
+            None
+        });
         for path in damaged {
             let deriver = match store.query_path_info(&path).await? {
                 Some(info) => info.deriver,
                 // Gone meanwhile (collected): nothing to repair.
                 None => continue,
             };
+            if let Some(subs) = substituters.clone() {
+                let (store2, path2) = (store.clone(), path.clone());
+                let fetched = self
+                    .while_forwarding(|events| async move {
+                        let tell = move |line: String| {
+                            let _ = events.send(BuildEvent::Message(line));
+                        };
+                        subs.repair_path(&store2, &path2, &tell).await
+                    })
+                    .await?;
+                match fetched {
+                    Ok(()) => {
+                        tracing::info!(path = %dir.display(&path), "repaired from a cache");
+                        continue;
+                    }
+                    // No cache has it: rebuilt below, if it can be.
+                    Err(pkgchain_substitute::SubstituteError::NoSubstitute(_)) => {}
+                    Err(e) => {
+                        self.log_line(&format!("warning: {e}")).await?;
+                    }
+                }
+            }
             let deriver = match deriver {
                 Some(d) if store.is_valid_path(&d).await? => d,
                 _ => {
