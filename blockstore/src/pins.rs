@@ -25,6 +25,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pkgchain_dag::Cid;
@@ -106,7 +107,7 @@ impl TempPins {
         use std::fmt::Write as _;
         let mut state = self.lock();
         if state.files[slot].is_none() {
-            state.files[slot] = Some(self.create(slot)?);
+            state.files[slot] = Some(self.create()?);
         }
         let PinFiles { files, line, .. } = &mut *state;
         let Some(file) = files[slot].as_mut() else {
@@ -127,23 +128,32 @@ impl TempPins {
         Ok(())
     }
 
-    /// Makes and locks `<temp>/<pid>-<slot>`; a file of that name left by a dead process with
-    /// the same pid is emptied.
-    fn create(&self, slot: usize) -> Result<PinFile, BlockError> {
+    /// Makes and locks a new `<temp>/<pid>-<n>`, `n` counting up in this process, so that
+    /// stores opened twice on one directory (two `BlockStore`s in one process) never share a
+    /// file. A file of that name left by a dead process with the same pid is emptied; one held
+    /// locked (a live process of another pid namespace with the same pid) is passed over.
+    fn create(&self) -> Result<PinFile, BlockError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         std::fs::create_dir_all(&self.dir).map_err(|e| BlockError::io("creating", &self.dir, e))?;
-        let path = self.dir.join(format!("{}-{slot}", std::process::id()));
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| BlockError::io("creating", &path, e))?;
-        flock(&file, FlockOperation::LockExclusive)
-            .map_err(|e| BlockError::io("locking", &path, e))?;
-        file.set_len(0)
-            .map_err(|e| BlockError::io("emptying", &path, e))?;
-        debug!(file = %path.display(), "temp pins file created");
-        Ok(PinFile { path, file, len: 0 })
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = self.dir.join(format!("{}-{n}", std::process::id()));
+            let file = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| BlockError::io("creating", &path, e))?;
+            match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::WOULDBLOCK) => continue,
+                Err(e) => return Err(BlockError::io("locking", &path, e)),
+            }
+            file.set_len(0)
+                .map_err(|e| BlockError::io("emptying", &path, e))?;
+            debug!(file = %path.display(), "temp pins file created");
+            return Ok(PinFile { path, file, len: 0 });
+        }
     }
 
     fn release(&self, slot: usize) {
@@ -316,6 +326,32 @@ mod tests {
 
     fn cid(data: &[u8]) -> Cid {
         Cid::of(pkgchain_dag::Codec::Raw, data)
+    }
+
+    /// Two sets of temp pins on one directory in one process (a store opened twice) take
+    /// files of their own: neither waits for the other's lock (they once shared
+    /// `<pid>-<slot>`, and the second `flock` waited forever), and a reader sees both.
+    #[test]
+    fn two_stores_of_one_process_on_one_directory_do_not_wait_for_each_other() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_owned();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let first = Arc::new(TempPins::new(&root));
+            let second = Arc::new(TempPins::new(&root));
+            let (a, b) = (first.lease(), second.lease());
+            a.pin(&cid(b"first")).expect("pin");
+            b.pin(&cid(b"second")).expect("pin");
+            let seen = read_temp_pins(&root).expect("read");
+            let files = std::fs::read_dir(temp_dir(&root)).expect("ls").count();
+            let _ = done.send((seen, files));
+            drop((a, b, first, second));
+        });
+        let (seen, files) = finished
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the second pin waited for the first one's lock");
+        assert_eq!(seen, HashSet::from([cid(b"first"), cid(b"second")]));
+        assert_eq!(files, 2);
     }
 
     #[test]
