@@ -187,6 +187,18 @@ struct NarDigest {
     scanner: Option<StorePathScanner>,
 }
 
+impl NarDigest {
+    /// A NAR writer into a fresh digest, scanning for `candidates` (none: no scan).
+    fn writer(candidates: &[StorePath]) -> NarWriter<NarDigest> {
+        NarWriter::new(NarDigest {
+            sha256: Hasher::new(HashAlgo::Sha256),
+            size: 0,
+            scanner: (!candidates.is_empty())
+                .then(|| StorePathScanner::new(candidates.iter().cloned())),
+        })
+    }
+}
+
 impl Write for NarDigest {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.sha256.update(buf);
@@ -362,8 +374,6 @@ fn ingest_pipelined<T>(
     let (tx, rx) = bounded::<EventBatch>(CHANNEL_DEPTH);
     // Every arena in flight fits in the pool, so none is ever dropped and reallocated.
     let (free_tx, free_rx) = bounded::<EventBatch>(CHANNEL_DEPTH + 2);
-    let scanner = (!options.reference_candidates.is_empty())
-        .then(|| StorePathScanner::new(options.reference_candidates.iter().cloned()));
     let (block_tx, block_rx) = bounded::<BlockBatch>(BLOCK_CHANNEL_DEPTH);
     let (pool_tx, pool_rx) = bounded::<BlockBatch>(BLOCK_CHANNEL_DEPTH + 2);
     let sink = ChannelSink {
@@ -391,11 +401,7 @@ fn ingest_pipelined<T>(
             .map_err(spawn_err)?;
         let mut producer = Producer {
             out: Output::Pipeline { tx, free: free_rx },
-            nar: NarWriter::new(NarDigest {
-                sha256: Hasher::new(HashAlgo::Sha256),
-                size: 0,
-                scanner,
-            }),
+            nar: NarDigest::writer(&options.reference_candidates),
             batch: EventBatch::new(),
             batch_bytes: BATCH_BYTES,
         };
@@ -548,18 +554,12 @@ fn ingest_inline<T>(
     if options.repair {
         batch.replace_corrupt();
     }
-    let scanner = (!options.reference_candidates.is_empty())
-        .then(|| StorePathScanner::new(options.reference_candidates.iter().cloned()));
     let mut producer = Producer {
         out: Output::Inline(Box::new(DagBuilder::new(DirectSink {
             batch,
             blocks: Vec::new(),
         }))),
-        nar: NarWriter::new(NarDigest {
-            sha256: Hasher::new(HashAlgo::Sha256),
-            size: 0,
-            scanner,
-        }),
+        nar: NarDigest::writer(&options.reference_candidates),
         batch: EventBatch::new(),
         batch_bytes: INLINE_BATCH_BYTES,
     };
@@ -655,11 +655,7 @@ pub fn ingest_file_bytes(
     repair: bool,
 ) -> Result<Ingested, IngestError> {
     let size = data.len() as u64;
-    let mut nar = NarWriter::new(NarDigest {
-        sha256: Hasher::new(HashAlgo::Sha256),
-        size: 0,
-        scanner: None,
-    });
+    let mut nar = NarDigest::writer(&[]);
     nar.write_event(&NarEvent::File {
         name: None,
         executable: false,
