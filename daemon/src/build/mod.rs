@@ -421,10 +421,15 @@ impl Builds {
                 }
             }
             let mut all_valid = true;
+            // The outputs registered (sound or not).
+            let mut valid = Vec::new();
             for p in outputs.values() {
                 if !store.is_valid_path(p).await.unwrap_or(false) {
                     all_valid = false;
-                } else if mode == BuildMode::Repair
+                    continue;
+                }
+                valid.push(p.clone());
+                if mode == BuildMode::Repair
                     && !repair::contents_good(&store, p, &opts.checked_contents, &events).await
                 {
                     // Corrupt: fetched again or rebuilt below, like a missing output (Nix's
@@ -435,45 +440,6 @@ impl Builds {
             // Repairing with caches: every output is fetched again first (the valid ones in
             // repair mode, sound or not), as Nix's derivation goal substitutes in repair mode
             // before anything else; then the rest of the closure is checked.
-            if mode == BuildMode::Repair
-                && let Some(subs) = &opts.substituters
-            {
-                let valid: Vec<StorePath> = {
-                    let mut valid = Vec::new();
-                    for p in outputs.values() {
-                        if store.is_valid_path(p).await.unwrap_or(false) {
-                            valid.push(p.clone());
-                        }
-                    }
-                    valid
-                };
-                if this
-                    .repair_by_substitution(&store, subs, &outputs, &valid, &opts, &events)
-                    .await
-                {
-                    let checked = this
-                        .repair_closure(&store, &drv_path, &outputs, &opts, &limit, &events)
-                        .await;
-                    if checked.error.is_some() {
-                        return checked;
-                    }
-                    let mut r = BuildResult::new(BuildStatus::Substituted);
-                    for (n, p) in &outputs {
-                        r.built_outputs
-                            .insert(n.clone(), BuiltOutput::new(p.clone()));
-                    }
-                    return Arc::new(JobResult {
-                        result: r,
-                        error: None,
-                    });
-                }
-            }
-            if all_valid && mode == BuildMode::Repair {
-                // The outputs are sound: repair whatever else of their closure is not.
-                return this
-                    .repair_closure(&store, &drv_path, &outputs, &opts, &limit, &events)
-                    .await;
-            }
             // Every output there: a success of `status` naming them.
             let outputs_there = |status| {
                 let mut r = BuildResult::new(status);
@@ -486,6 +452,26 @@ impl Builds {
                     error: None,
                 })
             };
+            if mode == BuildMode::Repair
+                && let Some(subs) = &opts.substituters
+                && this
+                    .repair_by_substitution(&store, subs, &outputs, &valid, &opts, &events)
+                    .await
+            {
+                let checked = this
+                    .repair_closure(&store, &drv_path, &outputs, &opts, &limit, &events)
+                    .await;
+                if checked.error.is_some() {
+                    return checked;
+                }
+                return outputs_there(BuildStatus::Substituted);
+            }
+            if all_valid && mode == BuildMode::Repair {
+                // The outputs are sound: repair whatever else of their closure is not.
+                return this
+                    .repair_closure(&store, &drv_path, &outputs, &opts, &limit, &events)
+                    .await;
+            }
             if all_valid && mode != BuildMode::Check {
                 return outputs_there(BuildStatus::AlreadyValid);
             }
