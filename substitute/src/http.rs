@@ -77,7 +77,7 @@ fn client(
     if let Some(path) = &settings.ca_file {
         // Only these authorities, as curl trusts only its CAINFO.
         builder = builder.tls_built_in_root_certs(false);
-        for cert in ca_certificates(path)? {
+        for cert in trusted_certificates(path)? {
             builder = builder.add_root_certificate(cert);
         }
     }
@@ -111,17 +111,39 @@ impl NetrcFile {
         {
             return Ok(netrc.clone());
         }
-        let text = read_bounded(&self.path, MAX_NETRC_BYTES as u64).map_err(bad)?;
-        let text = String::from_utf8(text).map_err(|_| bad("not UTF-8 text".to_owned()))?;
-        let netrc = Netrc::parse(&text).map_err(|e| bad(e.to_string()))?;
+        let netrc = parse_netrc(&self.path)?;
         let netrc = Some(Arc::new(netrc));
         *last = Some((stamp, netrc.clone()));
         Ok(netrc)
     }
 }
 
-/// The certificates of a PEM bundle (`ssl-cert-file`).
-fn ca_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, SubstituteError> {
+/// The entries of a netrc file (`netrc-file`), or `None` when there is no such file (which is
+/// no error: Nix's default `/etc/nix/netrc` rarely exists). Read up to
+/// [`MAX_NETRC_BYTES`](crate::netrc::MAX_NETRC_BYTES); errors name the setting, the file and
+/// the line.
+pub fn read_netrc(path: &Path) -> Result<Option<Netrc>, SubstituteError> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => parse_netrc(path).map(Some),
+    }
+}
+
+/// Reads and parses the netrc file at `path`.
+fn parse_netrc(path: &Path) -> Result<Netrc, SubstituteError> {
+    let bad = |why: String| SubstituteError::Setting {
+        name: "netrc-file",
+        value: path.display().to_string(),
+        why,
+    };
+    let text = read_bounded(path, MAX_NETRC_BYTES as u64).map_err(bad)?;
+    let text = String::from_utf8(text).map_err(|_| bad("not UTF-8 text".to_owned()))?;
+    Netrc::parse(&text).map_err(|e| bad(e.to_string()))
+}
+
+/// The certificates of a PEM bundle (`ssl-cert-file`): the only authorities to trust, as curl
+/// trusts only its CAINFO. Read up to 16 MiB; errors name the setting, the file and why.
+pub fn trusted_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, SubstituteError> {
     let bad = |why: String| SubstituteError::Setting {
         name: "ssl-cert-file",
         value: path.display().to_string(),
@@ -170,7 +192,7 @@ mod tests {
             eprintln!("skipped: no {} on this machine", bundle.display());
             return;
         }
-        let certs = ca_certificates(bundle).expect("bundle");
+        let certs = trusted_certificates(bundle).expect("bundle");
         assert!(certs.len() > 50, "{} certificates", certs.len());
         let http = Http::new(&settings(Some(bundle.to_owned()), None), 4);
         let request = http
@@ -190,6 +212,15 @@ mod tests {
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").expect("write");
         let missing = dir.path().join("missing.pem");
+        // Over the 16 MiB bound: refused before it is parsed.
+        let huge = dir.path().join("huge.pem");
+        let file = std::fs::File::create(&huge).expect("create");
+        file.set_len(MAX_CA_FILE_BYTES + 1).expect("grow");
+        let e = trusted_certificates(&huge)
+            .expect_err("too large")
+            .to_string();
+        assert!(e.contains("'ssl-cert-file'"), "{e}");
+        assert!(e.contains("larger than 16777216 bytes"), "{e}");
         let url = reqwest::Url::parse("https://cache.example.org/nix-cache-info").expect("url");
         for (path, why) in [(&empty, "no PEM certificate"), (&missing, "No such file")] {
             let e = Http::new(&settings(Some(path.clone()), None), 4)

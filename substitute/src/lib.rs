@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 pub use cache::{BinaryCache, NarSource};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-pub use http::Http;
+pub use http::{Http, read_netrc, trusted_certificates};
 use pkgchain_store::Store;
 use pkgchain_store_model::narinfo::NarInfo;
 use pkgchain_store_model::path_info::ValidPathInfo;

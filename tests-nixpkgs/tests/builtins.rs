@@ -9,7 +9,9 @@
 //! - buildenv: `nix-env -i` of two packages into a profile (their `bin` directories merge),
 //!   `--list-generations`, `--rollback`, and a collision. The packages are themselves
 //!   unpack-channel outputs (xz, bzip2 and plain tarballs renamed to `bin`), so no shell is
-//!   needed in the sandbox.
+//!   needed in the sandbox;
+//! - fetchurl from an HTTPS server whose authority only `ssl-cert-file` names and which asks
+//!   for the login `netrc-file` gives (Nix 2.34).
 
 use std::io::Write;
 use std::path::Path;
@@ -20,6 +22,8 @@ use pkgchain_tests_nixpkgs::scenario::{
 };
 use pkgchain_tests_nixpkgs::{HttpServer, prerequisites, readable_input_dir};
 use sha2::Digest;
+
+mod tls;
 
 /// The content served at `/file.txt`.
 const SERVED: &[u8] = b"fetched by builtin:fetchurl\n";
@@ -192,4 +196,84 @@ fn nix_2_8_builtins_match_nix_daemon() {
 #[test]
 fn nix_2_34_builtins_match_nix_daemon() {
     compare(Client::Nix234);
+}
+
+/// Three downloads of one file over HTTPS with a login; the names make three store paths.
+const PRIVATE_EXPRESSIONS: &str = r#"
+let
+  fetch = name: import <nix/fetchurl.nix> {
+    url = "https://127.0.0.1:@PORT@/file.txt";
+    sha256 = "@HASH@";
+    inherit name;
+  };
+in {
+  good = fetch "good";
+  otherNetrc = fetch "other-netrc";
+  otherAuthority = fetch "other-authority";
+}
+"#;
+
+/// The daemons are given the test's authority and login; a trusted client overrides either.
+const PRIVATE_SCENARIO: &str = r#"
+I=/mnt/in
+T=/nix/scenario-tmp
+mkdir -p $T
+B="nix-build $I/private.nix --no-out-link"
+P=$($B -A good 2>$T/err); s=$?
+echo "== authority and login exit $s"; [ $s = 0 ] || cat $T/err
+echo "$P: $(cat $P)"
+$B -A otherNetrc --option netrc-file $I/tls/other-netrc > $T/out 2>&1
+echo "== a netrc without the host exit $?"
+grep -q "HTTP error 401" $T/out && echo "  says: HTTP error 401"
+$B -A otherAuthority --option ssl-cert-file $I/other/tls/ca.pem > $T/out 2>&1
+echo "== another authority exit $?"
+grep -q "SSL peer certificate or SSH remote key was not OK" $T/out && echo "  says: certificate not OK"
+nix-store -q --hash $P
+"#;
+
+/// `builtin:fetchurl` downloads with the daemon's `netrc-file` and `ssl-cert-file`, as Nix
+/// hands both to its builder: over HTTPS from a server whose certificate only the test's
+/// authority signed and which answers 401 without the login. With both, the file is fetched;
+/// with a netrc naming another host the server's 401 fails the build; with another authority
+/// the certificate is refused. nix-daemon 2.34 and ours give the same transcript.
+#[test]
+fn nix_2_34_fetchurl_uses_netrc_and_ssl_cert_file_as_nix_daemon() {
+    let client = Client::Nix234;
+    if !prerequisites(&["unshare", "nix-build", "nix-daemon", "python3", "chroot"])
+        || !client_available(client)
+    {
+        return;
+    }
+    let www = tempfile::tempdir().expect("tempdir");
+    std::fs::write(www.path().join("file.txt"), SERVED).expect("write");
+    let input = readable_input_dir("pkgchain-fetchurl-tls-e2e-");
+    let (server, log) = tls::serve_privately(input.path(), www.path());
+    // An authority that did not sign the server's certificate.
+    tls::make_certificates(&input.path().join("other"));
+    let hash = data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(SERVED));
+    let expressions = PRIVATE_EXPRESSIONS
+        .replace("@PORT@", &server.port.to_string())
+        .replace("@HASH@", &hash);
+    std::fs::write(input.path().join("private.nix"), expressions).expect("write");
+    let config = r"sandbox = true\nbuild-users-group =\nsubstituters =\nssl-cert-file = /mnt/in/tls/ca.pem\nnetrc-file = /mnt/in/tls/netrc";
+    let (ours, theirs) = against_both(client, input.path(), "private.sh", PRIVATE_SCENARIO, config);
+    drop(server);
+    println!(
+        "server:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        ours.contains("== authority and login exit 0\n/nix/store/"),
+        "{ours}"
+    );
+    assert!(ours.contains("fetched by builtin:fetchurl"), "{ours}");
+    assert!(
+        ours.contains("== a netrc without the host exit 1\n  says: HTTP error 401"),
+        "{ours}"
+    );
+    assert!(
+        ours.contains("== another authority exit 1\n  says: certificate not OK"),
+        "{ours}"
+    );
+    assert_same_transcripts(&ours, &theirs);
 }

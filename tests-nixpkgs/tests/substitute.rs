@@ -27,6 +27,8 @@
 
 use std::path::Path;
 
+mod tls;
+
 use pkgchain_tests_nixpkgs::scenario::{
     CORRUPT_FN, Client, Daemon, Role, ScenarioRun, client_available, transcript,
 };
@@ -240,36 +242,6 @@ fn nix_2_34_substitutes_what_nix_daemon_substitutes() {
     same_as_nix_daemon(client, input.path(), &config, &out);
 }
 
-/// A certificate authority made for one test, and a certificate it signed for 127.0.0.1:
-/// `tls/ca.pem`, `tls/cert.pem` and `tls/key.pem` under `input`.
-fn make_certificates(input: &Path) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let dir = input.join("tls");
-    std::fs::create_dir_all(&dir).expect("tls dir");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "pkgchain e2e test authority");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate().expect("key");
-    let ca_cert = ca.self_signed(&ca_key).expect("ca");
-    let issuer = Issuer::new(ca, ca_key);
-    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
-    leaf.distinguished_name
-        .push(DnType::CommonName, "127.0.0.1");
-    leaf.use_authority_key_identifier_extension = true;
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_key = KeyPair::generate().expect("key");
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).expect("leaf");
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("ca.pem");
-    std::fs::write(dir.join("cert.pem"), leaf_cert.pem()).expect("cert.pem");
-    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).expect("key.pem");
-}
-
 /// A cache behind HTTPS and a login, as private caches are: the server's certificate is
 /// signed by an authority only `ssl-cert-file` names, and every request needs the basic
 /// login that `netrc-file` gives for 127.0.0.1.
@@ -286,26 +258,7 @@ fn https_caches_with_a_login_work_as_with_nix_daemon() {
     let Some((input, out)) = setup(client) else {
         return;
     };
-    make_certificates(input.path());
-    let tls = input.path().join("tls");
-    std::fs::write(
-        tls.join("netrc"),
-        "machine 127.0.0.1\n  login nix-user\n  password \"secret words\"\n",
-    )
-    .expect("netrc");
-    std::fs::write(
-        tls.join("other-netrc"),
-        "machine cache.example.org login a password b\n",
-    )
-    .expect("netrc");
-    let log = tls.join("server.log");
-    let server = HttpServer::start_tls(
-        &input.path().join("cache"),
-        &tls.join("cert.pem"),
-        &tls.join("key.pem"),
-        Some("nix-user:secret words"),
-        &log,
-    );
+    let (server, log) = tls::serve_privately(input.path(), &input.path().join("cache"));
     let pk = cache_key(input.path());
     let url = format!("https://127.0.0.1:{}/zstd", server.port);
     let config = |ca: &str, netrc: &str| {

@@ -132,6 +132,18 @@ pub struct BuildOptions {
     pub substituters: Option<Arc<pkgchain_substitute::Substituters>>,
     /// `fallback`: build when a substitution fails (rather than failing).
     pub fallback: bool,
+    /// What `builtin:fetchurl` downloads with.
+    pub downloads: DownloadSettings,
+}
+
+/// The settings of `builtin:fetchurl`'s downloads, as this request sees them (Nix hands the
+/// builder the contents of both files).
+#[derive(Debug, Clone, Default)]
+pub struct DownloadSettings {
+    /// `ssl-cert-file`: the only authorities trusted for HTTPS (`None`: the built-in ones).
+    pub ca_file: Option<PathBuf>,
+    /// `netrc-file`: logins for the hosts it names.
+    pub netrc_file: Option<PathBuf>,
 }
 
 /// What a waiting client is told.

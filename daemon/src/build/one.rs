@@ -355,6 +355,7 @@ async fn build_builtin(
         store_dir: dir.as_str(),
         staging: &staging,
         hashed_mirrors: &builds.config.hashed_mirrors,
+        downloads: &opts.downloads,
     };
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut log = |line: String| {

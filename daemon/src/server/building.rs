@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::connection::{Conn, ConnError};
 use super::ops::{OpError, failed};
-use crate::build::{BuildEvent, BuildOptions};
+use crate::build::{BuildEvent, BuildOptions, DownloadSettings};
 use pkgchain_store_model::store_path::StorePath;
 
 /// Nix's `lvlInfo`.
@@ -53,6 +53,10 @@ impl Conn {
                 || self
                     .effective("fallback")
                     .is_some_and(|v| v.trim() == "true"),
+            downloads: DownloadSettings {
+                ca_file: self.file_setting("ssl-cert-file"),
+                netrc_file: self.file_setting("netrc-file"),
+            },
         })
     }
 

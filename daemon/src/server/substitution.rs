@@ -58,7 +58,7 @@ impl Conn {
     }
 
     /// A setting naming a file, as this connection sees it (`None` when empty).
-    fn file_setting(&self, name: &str) -> Option<std::path::PathBuf> {
+    pub(super) fn file_setting(&self, name: &str) -> Option<std::path::PathBuf> {
         self.effective(name)
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())

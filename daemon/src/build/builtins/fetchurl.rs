@@ -14,6 +14,12 @@
 //! The hash is not checked here: the scheduler checks fixed-output hashes after ingesting.
 //! Proxies come only from the builder's environment (`http_proxy`, `https_proxy`,
 //! `all_proxy`, `no_proxy`, as `impureEnvVars` pass them), never from the daemon's.
+//!
+//! As Nix hands its builder the daemon's `netrc-file` and `ssl-cert-file`: the login the
+//! netrc file gives a URL's host is sent (unless the URL has its own), and HTTPS trusts only
+//! the authorities of `ssl-cert-file` when it is set. A netrc file that cannot be parsed fails
+//! the download, naming the file and the line; an unusable `ssl-cert-file` fails only HTTPS
+//! downloads (as curl's, with an empty bundle), naming the file and why.
 
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -21,6 +27,7 @@ use std::time::Duration;
 
 use pkgchain_store_model::hash::{Hash, HashAlgo, HashEncoding};
 use pkgchain_store_model::nar::{NarEvent, NarReader};
+use pkgchain_substitute::netrc::Netrc;
 use tokio::io::AsyncWriteExt;
 
 use super::BuiltinRequest;
@@ -45,9 +52,24 @@ pub(super) async fn run(
     let executable = req.var("executable").as_deref() == Some("1");
     // Nix picks the xz decompressor from the main URL, whichever URL is then fetched.
     let xz = unpack && urls.first().is_some_and(|u| u.ends_with(".xz"));
-    let client = http_client(req)?;
+    let netrc = match &req.downloads.netrc_file {
+        Some(path) => pkgchain_substitute::read_netrc(path).map_err(|e| e.to_string())?,
+        None => None,
+    };
+    let roots = req
+        .downloads
+        .ca_file
+        .as_deref()
+        .map(pkgchain_substitute::trusted_certificates);
+    let ca_problem = match &roots {
+        Some(Err(e)) => Some(e.to_string()),
+        _ => None,
+    };
+    let client = http_client(req, roots.and_then(Result::ok))?;
     let fetch = Fetch {
         client: &client,
+        netrc: netrc.as_ref(),
+        ca_problem: ca_problem.as_deref(),
         store_dir: Path::new(req.store_dir),
         out: &out,
         unpack,
@@ -135,13 +157,24 @@ fn output_hash(req: &BuiltinRequest<'_>) -> Option<Hash> {
 /// Makes a proxy setting from its URL.
 type MakeProxy = fn(&str) -> reqwest::Result<reqwest::Proxy>;
 
-/// The HTTP client: bounded redirects, proxies only from the builder's environment.
-fn http_client(req: &BuiltinRequest<'_>) -> Result<reqwest::Client, String> {
+/// The HTTP client: bounded redirects, proxies only from the builder's environment, and
+/// for HTTPS the authorities of `ssl-cert-file` when it is set (`roots`: its certificates,
+/// `None` when it is unset or unusable; unusable, nothing is trusted).
+fn http_client(
+    req: &BuiltinRequest<'_>,
+    roots: Option<Vec<reqwest::Certificate>>,
+) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
         .connect_timeout(CONNECT_TIMEOUT)
         .user_agent(concat!("pkgchain/", env!("CARGO_PKG_VERSION")))
         .no_proxy();
+    if req.downloads.ca_file.is_some() {
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in roots.into_iter().flatten() {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
     let var = |names: &[&str]| {
         names
             .iter()
@@ -170,6 +203,10 @@ fn http_client(req: &BuiltinRequest<'_>) -> Result<reqwest::Client, String> {
 /// One download into the output.
 struct Fetch<'a> {
     client: &'a reqwest::Client,
+    /// `netrc-file`'s entries, read once per build as Nix reads them.
+    netrc: Option<&'a Netrc>,
+    /// Why `ssl-cert-file` cannot be used, when it cannot.
+    ca_problem: Option<&'a str>,
     /// `file://` URLs must name files in here.
     store_dir: &'a Path,
     out: &'a Path,
@@ -254,12 +291,23 @@ impl Fetch<'_> {
                 parsed.scheme()
             )));
         }
-        let mut response = self
-            .client
-            .get(parsed)
-            .send()
-            .await
-            .map_err(|e| fail(describe(&e)))?;
+        if let (Some(problem), "https") = (self.ca_problem, parsed.scheme()) {
+            // curl's error with the empty bundle Nix hands its builder in this case.
+            return Err(fail(format!(
+                "Problem with the SSL CA cert (path? access rights?) (77): {problem}"
+            )));
+        }
+        let login = match (self.netrc, parsed.host_str()) {
+            (Some(netrc), Some(host)) if parsed.username().is_empty() => netrc
+                .credentials(host)
+                .map(|(user, password)| (user.to_owned(), password.map(str::to_owned))),
+            _ => None,
+        };
+        let mut request = self.client.get(parsed);
+        if let Some((user, password)) = login {
+            request = request.basic_auth(user, password);
+        }
+        let mut response = request.send().await.map_err(|e| fail(describe(&e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(fail(format!("HTTP error {}", status.as_u16())));
@@ -284,8 +332,6 @@ fn describe(e: &reqwest::Error) -> String {
         "Number of redirects hit maximum amount (47)".to_owned()
     } else if e.is_timeout() {
         "Timeout was reached (28)".to_owned()
-    } else if e.is_connect() {
-        "Couldn't connect to server (7)".to_owned()
     } else {
         // The chain of causes says more than the top-level message.
         let mut text = e.to_string();
@@ -295,7 +341,14 @@ fn describe(e: &reqwest::Error) -> String {
             text.push_str(&s.to_string());
             source = s.source();
         }
-        text
+        if text.contains("invalid peer certificate") {
+            // rustls refused the server's certificate: curl's words first, then why.
+            format!("SSL peer certificate or SSH remote key was not OK (60): {text}")
+        } else if e.is_connect() {
+            "Couldn't connect to server (7)".to_owned()
+        } else {
+            text
+        }
     }
 }
 
@@ -464,9 +517,13 @@ mod tests {
 
     use super::*;
 
+    /// The `Authorization` header `/private` wants: `alice`, `s3cret`.
+    const PRIVATE_LOGIN: &str = "Basic YWxpY2U6czNjcmV0";
+
     /// A real HTTP/1.1 server on loopback, answering a fixed set of paths (others 404),
-    /// `/redirect` with a 302 to `/hello` and `/loop` with a redirect to itself. Serves until
-    /// the test ends (the thread is detached).
+    /// `/redirect` with a 302 to `/hello`, `/loop` with a redirect to itself, and `/private`
+    /// with "secret" given [`PRIVATE_LOGIN`] (else 401). Serves until the test ends (the
+    /// thread is detached).
     fn serve(files: Vec<(&'static str, Vec<u8>)>) -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -478,10 +535,15 @@ mod tests {
                 if reader.read_line(&mut request_line).is_err() {
                     continue;
                 }
+                let mut authorized = false;
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                         break;
+                    }
+                    if let Some((name, value)) = line.split_once(':') {
+                        authorized |= name.eq_ignore_ascii_case("authorization")
+                            && value.trim() == PRIVATE_LOGIN;
                     }
                 }
                 let path = request_line.split(' ').nth(1).unwrap_or("/").to_owned();
@@ -489,6 +551,10 @@ mod tests {
                     ("302 Found", "Location: /hello\r\n".into(), Vec::new())
                 } else if path == "/loop" {
                     ("302 Found", "Location: /loop\r\n".into(), Vec::new())
+                } else if path == "/private" && authorized {
+                    ("200 OK", String::new(), b"secret".to_vec())
+                } else if path == "/private" {
+                    ("401 Unauthorized", String::new(), Vec::new())
                 } else if let Some((_, body)) = files.iter().find(|(p, _)| *p == path) {
                     ("200 OK", String::new(), body.clone())
                 } else {
@@ -515,6 +581,16 @@ mod tests {
     /// Runs the builder with `dir` as the store directory and `dir/staging` as the staging
     /// directory; the output is at `dir/staging/OUT`.
     async fn fetch(dir: &Path, pairs: &[(&str, &str)], mirrors: &[String]) -> Result<(), String> {
+        fetch_with(dir, pairs, mirrors, &Default::default()).await
+    }
+
+    /// [`fetch`] with `ssl-cert-file` and `netrc-file`.
+    async fn fetch_with(
+        dir: &Path,
+        pairs: &[(&str, &str)],
+        mirrors: &[String],
+        downloads: &crate::build::DownloadSettings,
+    ) -> Result<(), String> {
         let store_dir = dir.display().to_string();
         let out = format!("{store_dir}/{OUT}");
         let mut all = vec![("out", out.as_str())];
@@ -528,6 +604,7 @@ mod tests {
             store_dir: &store_dir,
             staging: &staging,
             hashed_mirrors: mirrors,
+            downloads,
         };
         let mut lines = Vec::new();
         run(&req, &mut |l| lines.push(l)).await
@@ -589,6 +666,67 @@ mod tests {
         assert!(err.contains("Unsupported protocol"), "{err}");
         let err = fetch(dir.path(), &[], &[]).await.unwrap_err();
         assert_eq!(err, "attribute 'url' missing");
+    }
+
+    /// The login of `netrc-file` for the URL's host is sent; without it the server's 401 is
+    /// the answer; a malformed netrc file fails naming it and the line. An unusable
+    /// `ssl-cert-file` fails HTTPS downloads only, naming the file.
+    #[tokio::test]
+    async fn netrc_and_ssl_cert_file_are_used() {
+        let port = serve(vec![]);
+        let files = tempfile::tempdir().unwrap();
+        let netrc = files.path().join("netrc");
+        std::fs::write(&netrc, "machine 127.0.0.1 login alice password s3cret\n").unwrap();
+        let with_netrc = crate::build::DownloadSettings {
+            ca_file: None,
+            netrc_file: Some(netrc.clone()),
+        };
+        let url = format!("http://127.0.0.1:{port}/private");
+        let dir = tempfile::tempdir().unwrap();
+        fetch_with(dir.path(), &[("url", &url)], &[], &with_netrc)
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("staging").join(OUT)).unwrap(),
+            b"secret"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let err = fetch(dir.path(), &[("url", &url)], &[]).await.unwrap_err();
+        assert_eq!(err, format!("unable to download '{url}': HTTP error 401"));
+        // A login in the URL wins over the file's.
+        let wrong = format!("http://bob:pw@127.0.0.1:{port}/private");
+        let err = fetch_with(dir.path(), &[("url", &wrong)], &[], &with_netrc)
+            .await
+            .unwrap_err();
+        assert!(err.ends_with("HTTP error 401"), "{err}");
+
+        std::fs::write(&netrc, "machine 127.0.0.1\nuser alice\n").unwrap();
+        let err = fetch_with(dir.path(), &[("url", &url)], &[], &with_netrc)
+            .await
+            .unwrap_err();
+        assert!(err.contains("'netrc-file'"), "{err}");
+        assert!(err.contains(&netrc.display().to_string()), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+
+        let bad_ca = files.path().join("ca.pem");
+        std::fs::write(&bad_ca, "no certificate here\n").unwrap();
+        let with_bad_ca = crate::build::DownloadSettings {
+            ca_file: Some(bad_ca.clone()),
+            netrc_file: None,
+        };
+        let https = format!("https://127.0.0.1:{port}/hello");
+        let err = fetch_with(dir.path(), &[("url", &https)], &[], &with_bad_ca)
+            .await
+            .unwrap_err();
+        assert!(err.contains("(77)"), "{err}");
+        assert!(err.contains("'ssl-cert-file'"), "{err}");
+        assert!(err.contains(&bad_ca.display().to_string()), "{err}");
+        // Plain HTTP needs no authority.
+        let err = fetch_with(dir.path(), &[("url", &url)], &[], &with_bad_ca)
+            .await
+            .unwrap_err();
+        assert!(err.ends_with("HTTP error 401"), "{err}");
     }
 
     #[tokio::test]

@@ -23,6 +23,8 @@ pub(crate) struct BuiltinRequest<'a> {
     pub staging: &'a Path,
     /// `hashed-mirrors` from `nix.conf`.
     pub hashed_mirrors: &'a [String],
+    /// `ssl-cert-file` and `netrc-file`, for `builtin:fetchurl`.
+    pub downloads: &'a super::DownloadSettings,
 }
 
 impl BuiltinRequest<'_> {

@@ -375,6 +375,7 @@ mod tests {
             store_dir: &store_dir,
             staging: &staging,
             hashed_mirrors: &[],
+            downloads: &Default::default(),
         };
         let r = run(&req, &mut |_| {}).await;
         (store, r)
