@@ -111,6 +111,11 @@ impl BinaryCache {
         })
     }
 
+    /// Whether the cache is reached over HTTP(S) (not `file://`).
+    pub fn is_http(&self) -> bool {
+        matches!(self.location, Location::Http(_))
+    }
+
     /// The URL, as Nix prints it.
     pub fn url(&self) -> &str {
         &self.url

@@ -402,3 +402,88 @@ async fn a_stalled_transfer_times_out_and_is_tried_again() {
     assert_eq!(server.times_asked("/nar/stalled.nar"), 2);
     assert!(!store.is_valid_path(&path).await.expect("db"));
 }
+
+/// The lookups of an HTTP cache outlive the substituters that made them (a daemon restart):
+/// new substituters on the same disk record answer from it within the TTLs, without asking
+/// the cache, a narinfo found and a path absent alike; with the TTLs at zero the cache is
+/// asked again. The narinfo read back is as trusted as the one fetched (the NAR is still
+/// fetched and checked when the path is substituted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn narinfo_lookups_are_kept_on_disk_within_their_ttls() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = open_store(tmp.path()).await;
+    let nar = nar_of(b"kept on disk\n");
+    let present = the_path('p', "present");
+    let absent = the_path('q', "absent");
+    let present_info = format!("/{}.narinfo", present.hash_part());
+    let absent_info = format!("/{}.narinfo", absent.hash_part());
+    let info = narinfo(&present, &nar, "p.nar", "none");
+    let (served_info, served_nar) = (present_info.clone(), nar.clone());
+    let server = Server::start(Box::new(move |path, _| match path {
+        "/nix-cache-info" => Answer::ok(CACHE_INFO),
+        "/nar/p.nar" => Answer::ok(served_nar.clone()),
+        p if p == served_info => Answer::ok(info.clone()),
+        _ => Answer::not_found(),
+    }))
+    .await;
+    let record = tmp.path().join("state/narinfo-cache.sqlite");
+    let disk = Arc::new(NarinfoDiskCache::new(&record));
+    let fresh = |s: SubstituterSettings, disk: &Arc<NarinfoDiskCache>| {
+        Substituters::new(s, StoreDir::default())
+            .expect("substituters")
+            .with_disk_cache(disk.clone())
+    };
+    let both = [present.clone(), absent.clone()];
+
+    let first = fresh(settings(vec![server.url.clone()]), &disk);
+    let answers = first.query(&both).await;
+    assert!(
+        answers.offers.contains_key(&present),
+        "{:?}",
+        answers.warnings
+    );
+    assert!(!answers.offers.contains_key(&absent));
+    assert_eq!(server.times_asked(&present_info), 1);
+    assert_eq!(server.times_asked(&absent_info), 1);
+    drop(first);
+    disk.flush().await;
+    drop(disk);
+
+    // Restarted (the record opened again): the same answers, the cache not asked again.
+    let disk = Arc::new(NarinfoDiskCache::new(&record));
+    let second = fresh(settings(vec![server.url.clone()]), &disk);
+    let answers = second.query(&both).await;
+    assert!(
+        answers.offers.contains_key(&present),
+        "{:?}",
+        answers.warnings
+    );
+    assert!(!answers.offers.contains_key(&absent));
+    assert_eq!(server.times_asked(&present_info), 1);
+    assert_eq!(server.times_asked(&absent_info), 1);
+    // The narinfo read back substitutes the path (its NAR fetched and checked).
+    second
+        .substitute_closure(&store, std::slice::from_ref(&present), &|_| {})
+        .await
+        .expect("substituted");
+    assert!(store.is_valid_path(&present).await.expect("db"));
+    drop(second);
+
+    // TTLs of zero: the record is too old, so the cache is asked again.
+    let expired = fresh(
+        SubstituterSettings {
+            positive_ttl: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
+            ..settings(vec![server.url.clone()])
+        },
+        &disk,
+    );
+    let answers = expired.query(&both).await;
+    assert!(
+        answers.offers.contains_key(&present),
+        "{:?}",
+        answers.warnings
+    );
+    assert_eq!(server.times_asked(&present_info), 2);
+    assert_eq!(server.times_asked(&absent_info), 2);
+}

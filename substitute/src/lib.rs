@@ -21,6 +21,7 @@
 //! * `--repair` fetches a damaged path again ([`Substituters::repair_path`]).
 
 mod cache;
+mod disk_cache;
 mod http;
 pub mod netrc;
 
@@ -30,6 +31,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 pub use cache::{BinaryCache, NarSource};
+pub use disk_cache::{NarinfoDiskCache, RecordedLookup};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 pub use http::{Http, read_netrc, trusted_certificates};
@@ -196,6 +198,8 @@ pub struct Substituters {
     slow_until: std::sync::Mutex<Vec<Option<Instant>>>,
     /// (cache index, hash part) -> when looked up, and what was found (trusted or not).
     looked_up: std::sync::Mutex<HashMap<(usize, String), (Instant, Lookup)>>,
+    /// The lookups of HTTP caches on disk, which outlive the daemon (as Nix's disk cache).
+    disk: Option<Arc<NarinfoDiskCache>>,
 }
 
 /// A cache by index, with its priority.
@@ -239,7 +243,15 @@ impl Substituters {
             http,
             requests,
             looked_up: std::sync::Mutex::new(HashMap::new()),
+            disk: None,
         })
+    }
+
+    /// Keeps the lookups of the HTTP caches in `disk` too, and answers from it within the
+    /// TTLs (Nix keeps no such record for `file://` caches either).
+    pub fn with_disk_cache(mut self, disk: Arc<NarinfoDiskCache>) -> Substituters {
+        self.disk = Some(disk);
+        self
     }
 
     /// Whether any cache is configured.
@@ -272,6 +284,7 @@ impl Substituters {
                 }
             }
         }
+        self.recall_from_disk(&usable, paths).await;
         // Every path at once: `lookup` keeps to `http-connections` requests in flight.
         let mut all = FuturesUnordered::new();
         for path in paths {
@@ -486,16 +499,63 @@ impl Substituters {
             Ok(found) => found,
             Err(e) => return Some(Err(e)),
         };
+        if let Some(disk) = self.disk_of(i) {
+            let text = found.as_ref().map(NarInfo::to_text);
+            disk.put(self.caches[i].url(), path.hash_part(), text);
+        }
         let lookup = match found {
             Some(n) => Lookup::Present(Arc::new(n)),
             None => Lookup::Absent,
         };
-        self.record(i, path, lookup.clone());
+        self.record(i, path, lookup.clone(), Instant::now());
         Some(Ok(lookup))
     }
 
-    /// Puts a lookup on record, keeping the record within [`MAX_RECORDED_LOOKUPS`].
-    fn record(&self, i: usize, path: &StorePath, lookup: Lookup) {
+    /// The disk record, for cache `i` when it is an HTTP cache.
+    fn disk_of(&self, i: usize) -> Option<&Arc<NarinfoDiskCache>> {
+        self.disk
+            .as_ref()
+            .filter(|_| self.caches.get(i).is_some_and(|c| c.is_http()))
+    }
+
+    /// Puts on record in memory what the disk record says the `usable` HTTP caches said about
+    /// `paths` (those not on record in memory), where that is within its TTL and, for a
+    /// narinfo, still parses as one of the path.
+    async fn recall_from_disk(&self, usable: &[Ranked], paths: &[StorePath]) {
+        for &(i, _) in usable {
+            let Some(disk) = self.disk_of(i) else {
+                continue;
+            };
+            let unknown: HashMap<&str, &StorePath> = paths
+                .iter()
+                .filter(|p| self.recorded(i, p).is_none())
+                .map(|p| (p.hash_part(), p))
+                .collect();
+            let hash_parts: Vec<&str> = unknown.keys().copied().collect();
+            for (hash_part, recorded) in disk.get_many(self.caches[i].url(), &hash_parts).await {
+                let Some(&path) = unknown.get(hash_part.as_str()) else {
+                    continue;
+                };
+                let lookup = match &recorded.narinfo {
+                    None => Lookup::Absent,
+                    Some(text) => match NarInfo::parse_bytes(text.as_bytes(), &self.store_dir) {
+                        Ok(n) if n.store_path == *path => Lookup::Present(Arc::new(n)),
+                        _ => continue,
+                    },
+                };
+                let Some(when) = Instant::now().checked_sub(recorded.age) else {
+                    continue;
+                };
+                if self.is_fresh(when, &lookup) {
+                    self.record(i, path, lookup, when);
+                }
+            }
+        }
+    }
+
+    /// Puts a lookup made `when` on record, keeping the record within
+    /// [`MAX_RECORDED_LOOKUPS`].
+    fn record(&self, i: usize, path: &StorePath, lookup: Lookup, when: Instant) {
         let mut map = self.looked_up.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_RECORDED_LOOKUPS {
             map.retain(|_, (when, lookup)| self.is_fresh(*when, lookup));
@@ -503,7 +563,7 @@ impl Substituters {
                 map.clear();
             }
         }
-        map.insert((i, path.hash_part().to_owned()), (Instant::now(), lookup));
+        map.insert((i, path.hash_part().to_owned()), (when, lookup));
     }
 
     /// Whether a narinfo may be used: signed by a trusted key, or signatures not required,

@@ -84,7 +84,12 @@ impl DaemonState {
             log_dir: locations.log_dir.clone(),
             connections: AtomicU64::new(0),
             open_connections: AtomicU64::new(0),
-            substituters: Default::default(),
+            substituters: substitution::SubstituterPool::with_disk_cache(
+                &locations
+                    .state_dir
+                    .join("pkgchain")
+                    .join("narinfo-cache.sqlite"),
+            ),
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use pkgchain_protocol::reply::SubstitutablePathInfo;
 use pkgchain_store_model::signature::TrustedKeys;
 use pkgchain_store_model::store_path::StorePath;
-use pkgchain_substitute::{SubstituteError, SubstituterSettings, Substituters};
+use pkgchain_substitute::{NarinfoDiskCache, SubstituteError, SubstituterSettings, Substituters};
 
 use super::connection::Conn;
 use super::ops::{OpError, failed};
@@ -30,6 +30,18 @@ const MAX_SETTINGS_IN_USE: usize = 64;
 #[derive(Debug, Default)]
 pub struct SubstituterPool {
     by_settings: Mutex<HashMap<String, Arc<Substituters>>>,
+    /// The narinfo lookups on disk, shared by all of them (none: kept in memory only).
+    disk: Option<Arc<NarinfoDiskCache>>,
+}
+
+impl SubstituterPool {
+    /// A pool whose substituters keep their HTTP caches' narinfo lookups in `file`.
+    pub fn with_disk_cache(file: &std::path::Path) -> SubstituterPool {
+        SubstituterPool {
+            by_settings: Mutex::default(),
+            disk: Some(Arc::new(NarinfoDiskCache::new(file))),
+        }
+    }
 }
 
 impl Conn {
@@ -121,8 +133,11 @@ impl Conn {
         if let Some(s) = map.get(&key) {
             return Ok(Some(s.clone()));
         }
-        let subs = Substituters::new(settings, self.state.store.store_dir().clone())
+        let mut subs = Substituters::new(settings, self.state.store.store_dir().clone())
             .map_err(|e| failed(e.to_string()))?;
+        if let Some(disk) = &pool.disk {
+            subs = subs.with_disk_cache(disk.clone());
+        }
         let subs = Arc::new(subs);
         if map.len() >= MAX_SETTINGS_IN_USE {
             // Connections keep their own; a later one with those settings starts afresh.

@@ -1,0 +1,330 @@
+//! Narinfo lookups kept on disk, as Nix keeps them in its `binary-cache-v*.sqlite`: what each
+//! cache said about each path (its narinfo, or that it has no such path) and when, so that a
+//! restarted daemon does not ask again within `narinfo-cache-positive-ttl` and
+//! `narinfo-cache-negative-ttl`.
+//!
+//! The record is only a hint. A narinfo read back is parsed and checked against the path again,
+//! and its signatures are checked by whoever uses it, as a fresh one would be; a record that
+//! does not parse is ignored. The file is SQLite (WAL): a write is all there or not at all. A
+//! record that cannot be read or written (disk full, a damaged file) is logged and the caches
+//! are asked instead: substitution never fails because of this file. Lookups are written by
+//! a task of their own, many to a transaction, so that no lookup waits for the disk; a
+//! lookup made while [`MAX_PENDING_WRITES`] are waiting is not recorded.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::OnceCell;
+use tracing::warn;
+
+/// The largest narinfo kept (a fetched one is at most 4 MiB).
+const MAX_RECORDED_NARINFO: usize = 4 * 1024 * 1024;
+
+/// Lookups waiting to be written, at most.
+pub const MAX_PENDING_WRITES: usize = 4096;
+
+/// Paths read in one query, at most.
+const READS_PER_QUERY: usize = 500;
+
+/// Lookups written in one transaction, at most.
+const WRITES_PER_TRANSACTION: usize = 512;
+
+/// What the writer task is given.
+#[derive(Debug)]
+enum Queued {
+    /// A lookup to record: the cache, the hash part, the narinfo (none: absent), when
+    /// (seconds since the epoch).
+    Write(String, String, Option<String>, i64),
+    /// Tell this one once everything queued before is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The table, made on first use.
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS lookups (
+    cache TEXT NOT NULL,
+    hash_part TEXT NOT NULL,
+    looked_up INTEGER NOT NULL,
+    narinfo TEXT,
+    PRIMARY KEY (cache, hash_part)
+) WITHOUT ROWID";
+
+/// What a cache said about a path, and how long ago.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedLookup {
+    /// The narinfo's text, or `None`: the cache has no such path.
+    pub narinfo: Option<String>,
+    /// How long ago the cache was asked.
+    pub age: Duration,
+}
+
+/// The lookups on disk, shared by every set of substituters of the daemon.
+#[derive(Debug)]
+pub struct NarinfoDiskCache {
+    db: Arc<Database>,
+    /// The writer task's queue, made on the first write (the task ends when this is dropped).
+    writes: std::sync::OnceLock<tokio::sync::mpsc::Sender<Queued>>,
+}
+
+/// The SQLite file.
+#[derive(Debug)]
+struct Database {
+    file: PathBuf,
+    pool: SqlitePool,
+    schema: OnceCell<()>,
+    /// A failure was logged already (one warning, not one per path).
+    warned: AtomicBool,
+}
+
+impl NarinfoDiskCache {
+    /// The record in `file` (made, with its directory, when first used).
+    pub fn new(file: &Path) -> NarinfoDiskCache {
+        let options = SqliteConnectOptions::new()
+            .filename(file)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_lazy_with(options);
+        let db = Database {
+            file: file.to_owned(),
+            pool,
+            schema: OnceCell::new(),
+            warned: AtomicBool::new(false),
+        };
+        NarinfoDiskCache {
+            db: Arc::new(db),
+            writes: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// What `cache` said about each path of `hash_parts` when last asked, for those on
+    /// record (a few queries, whatever the number of paths).
+    pub async fn get_many(
+        &self,
+        cache: &str,
+        hash_parts: &[&str],
+    ) -> Vec<(String, RecordedLookup)> {
+        let mut found = Vec::new();
+        for chunk in hash_parts.chunks(READS_PER_QUERY) {
+            match self.db.get_many(cache, chunk).await {
+                Ok(rows) => found.extend(rows),
+                Err(e) => {
+                    self.db.failed("read", &e);
+                    break;
+                }
+            }
+        }
+        found
+    }
+
+    /// Records what `cache` said about the path of `hash_part` now, without waiting: the
+    /// writer task (started on the first call, which must be made on a tokio runtime) writes
+    /// it soon after.
+    pub fn put(&self, cache: &str, hash_part: &str, narinfo: Option<String>) {
+        if narinfo
+            .as_ref()
+            .is_some_and(|n| n.len() > MAX_RECORDED_NARINFO)
+        {
+            return;
+        }
+        let write = Queued::Write(
+            cache.to_owned(),
+            hash_part.to_owned(),
+            narinfo,
+            now_seconds() as i64,
+        );
+        // A full queue drops the record: it is only a hint.
+        let _ = self.queue().try_send(write);
+    }
+
+    /// Waits until every lookup recorded before is written (or failed to be).
+    pub async fn flush(&self) {
+        let (tell, told) = tokio::sync::oneshot::channel();
+        if self.queue().send(Queued::Flush(tell)).await.is_ok() {
+            let _ = told.await;
+        }
+    }
+
+    /// The writer task's queue (the task is started on first use).
+    fn queue(&self) -> &tokio::sync::mpsc::Sender<Queued> {
+        self.writes.get_or_init(|| {
+            let (send, receive) = tokio::sync::mpsc::channel(MAX_PENDING_WRITES);
+            tokio::spawn(self.db.clone().write_queued(receive));
+            send
+        })
+    }
+}
+
+impl Database {
+    /// The writer task: many queued lookups to a transaction, until the queue is gone.
+    async fn write_queued(self: Arc<Self>, mut receive: tokio::sync::mpsc::Receiver<Queued>) {
+        let mut batch = Vec::with_capacity(WRITES_PER_TRANSACTION);
+        while receive.recv_many(&mut batch, WRITES_PER_TRANSACTION).await > 0 {
+            if let Err(e) = self.write_batch(&batch).await {
+                self.failed("write", &e);
+            }
+            for queued in batch.drain(..) {
+                if let Queued::Flush(tell) = queued {
+                    let _ = tell.send(());
+                }
+            }
+        }
+    }
+
+    /// Logs the first failure (the caches are asked instead).
+    fn failed(&self, what: &str, e: &sqlx::Error) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            warn!(file = %self.file.display(), error = %e, "cannot {what} the record of narinfo lookups; the caches are asked instead");
+        }
+    }
+
+    async fn ready(&self) -> Result<(), sqlx::Error> {
+        self.schema
+            .get_or_try_init(|| async {
+                if let Some(dir) = self.file.parent() {
+                    tokio::fs::create_dir_all(dir).await?;
+                }
+                sqlx::query(SCHEMA).execute(&self.pool).await?;
+                Ok::<(), sqlx::Error>(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn get_many(
+        &self,
+        cache: &str,
+        hash_parts: &[&str],
+    ) -> Result<Vec<(String, RecordedLookup)>, sqlx::Error> {
+        if hash_parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.ready().await?;
+        let marks = vec!["?"; hash_parts.len()].join(", ");
+        let sql = format!(
+            "SELECT hash_part, looked_up, narinfo FROM lookups WHERE cache = ? AND hash_part IN ({marks})"
+        );
+        // Only placeholders are made here; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cache);
+        for hash_part in hash_parts {
+            query = query.bind(*hash_part);
+        }
+        let now = now_seconds();
+        let mut found = Vec::new();
+        for row in query.fetch_all(&self.pool).await? {
+            let hash_part: String = row.try_get(0)?;
+            let looked_up: i64 = row.try_get(1)?;
+            let narinfo: Option<String> = row.try_get(2)?;
+            // A time in the future (the clock was set back) counts as now.
+            let age = now.saturating_sub(looked_up.max(0) as u64);
+            let age = Duration::from_secs(age);
+            found.push((hash_part, RecordedLookup { narinfo, age }));
+        }
+        Ok(found)
+    }
+
+    async fn write_batch(&self, batch: &[Queued]) -> Result<(), sqlx::Error> {
+        if !batch.iter().any(|q| matches!(q, Queued::Write(..))) {
+            return Ok(());
+        }
+        self.ready().await?;
+        let mut transaction = self.pool.begin().await?;
+        for queued in batch {
+            let Queued::Write(cache, hash_part, narinfo, when) = queued else {
+                continue;
+            };
+            sqlx::query(
+                "INSERT OR REPLACE INTO lookups (cache, hash_part, looked_up, narinfo) VALUES (?, ?, ?, ?)",
+            )
+            .bind(cache)
+            .bind(hash_part)
+            .bind(when)
+            .bind(narinfo)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(
+        record: &NarinfoDiskCache,
+        cache: &str,
+        hash_part: &str,
+    ) -> Option<RecordedLookup> {
+        let mut found = record.get_many(cache, &[hash_part]).await;
+        assert!(found.len() <= 1, "{found:?}");
+        found.pop().map(|(h, r)| {
+            assert_eq!(h, hash_part);
+            r
+        })
+    }
+
+    /// Lookups survive the record being opened again (a daemon restart); a later lookup
+    /// replaces an earlier one; a damaged file makes every lookup a miss, not an error.
+    #[tokio::test]
+    async fn lookups_survive_a_reopen_and_a_damaged_file_is_a_miss() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("state/narinfo-cache.sqlite");
+        let record = Arc::new(NarinfoDiskCache::new(&file));
+        assert_eq!(get(&record, "http://c", "abc").await, None);
+        record.put("http://c", "abc", Some("StorePath: x\n".to_owned()));
+        record.put("http://c", "def", None);
+        record.flush().await;
+        drop(record);
+
+        let record = Arc::new(NarinfoDiskCache::new(&file));
+        let found = get(&record, "http://c", "abc").await.expect("on record");
+        assert_eq!(found.narinfo.as_deref(), Some("StorePath: x\n"));
+        assert!(found.age < Duration::from_secs(60), "{found:?}");
+        let absent = get(&record, "http://c", "def").await.expect("on record");
+        assert_eq!(absent.narinfo, None);
+        assert_eq!(get(&record, "http://other", "abc").await, None);
+        record.put("http://c", "abc", None);
+        record.flush().await;
+        let replaced = get(&record, "http://c", "abc").await.expect("on record");
+        assert_eq!(replaced.narinfo, None);
+
+        // Many paths: read back in a few queries, all of them.
+        let many: Vec<String> = (0..1200).map(|n| format!("h{n:04}")).collect();
+        for h in &many {
+            record.put("http://many", h, None);
+        }
+        record.flush().await;
+        let asked: Vec<&str> = many.iter().map(String::as_str).chain(["absent"]).collect();
+        let mut found: Vec<String> = record
+            .get_many("http://many", &asked)
+            .await
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
+        found.sort();
+        assert_eq!(found, many);
+        drop(record);
+
+        let damaged = dir.path().join("damaged.sqlite");
+        std::fs::write(&damaged, vec![0x5a; 8192]).expect("write");
+        let record = Arc::new(NarinfoDiskCache::new(&damaged));
+        record.put("http://c", "abc", Some("x".to_owned()));
+        record.flush().await;
+        assert_eq!(get(&record, "http://c", "abc").await, None);
+    }
+}
