@@ -127,17 +127,32 @@ impl NarinfoDiskCache {
     /// writer task (started on the first call, which must be made on a tokio runtime) writes
     /// it soon after.
     pub fn put(&self, cache: &str, hash_part: &str, narinfo: Option<String>) {
+        self.put_looked_up_at(cache, hash_part, narinfo, SystemTime::now());
+    }
+
+    /// [`NarinfoDiskCache::put`] of a lookup made at `when`.
+    pub fn put_looked_up_at(
+        &self,
+        cache: &str,
+        hash_part: &str,
+        narinfo: Option<String>,
+        when: SystemTime,
+    ) {
         if narinfo
             .as_ref()
             .is_some_and(|n| n.len() > MAX_RECORDED_NARINFO)
         {
             return;
         }
+        let seconds = when
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let write = Queued::Write(
             cache.to_owned(),
             hash_part.to_owned(),
             narinfo,
-            now_seconds() as i64,
+            i64::try_from(seconds).unwrap_or(i64::MAX),
         );
         // A full queue drops the record: it is only a hint.
         let _ = self.queue().try_send(write);

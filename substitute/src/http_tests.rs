@@ -464,6 +464,38 @@ async fn narinfo_lookups_are_kept_on_disk_within_their_ttls() {
     assert!(store.is_valid_path(&present).await.expect("db"));
     drop(second);
 
+    // Lookups made long before the machine started (twenty years ago) still hold within TTLs
+    // longer than that: their age is reckoned from the wall clock. A TTL beyond what the clock
+    // can count holds too.
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(20 * 365 * 24 * 3600);
+    let url = server.url.clone();
+    disk.put_looked_up_at(
+        &url,
+        present.hash_part(),
+        Some(narinfo(&present, &nar, "p.nar", "none")),
+        long_ago,
+    );
+    disk.put_looked_up_at(&url, absent.hash_part(), None, long_ago);
+    disk.flush().await;
+    let decades = Duration::from_secs(30 * 365 * 24 * 3600);
+    let patient = fresh(
+        SubstituterSettings {
+            positive_ttl: decades,
+            negative_ttl: Duration::from_secs(u64::MAX),
+            ..settings(vec![server.url.clone()])
+        },
+        &disk,
+    );
+    let answers = patient.query(&both).await;
+    assert!(
+        answers.offers.contains_key(&present),
+        "{:?}",
+        answers.warnings
+    );
+    assert_eq!(server.times_asked(&present_info), 1);
+    assert_eq!(server.times_asked(&absent_info), 1);
+    drop(patient);
+
     // TTLs of zero: the record is too old, so the cache is asked again.
     let expired = fresh(
         SubstituterSettings {

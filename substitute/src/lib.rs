@@ -196,7 +196,8 @@ pub struct Substituters {
     requests: Vec<Semaphore>,
     /// Until when each cache (by index) counts as slow: asked last, see [`SLOW_CACHE_PENALTY`].
     slow_until: std::sync::Mutex<Vec<Option<Instant>>>,
-    /// (cache index, hash part) -> when looked up, and what was found (trusted or not).
+    /// (cache index, hash part) -> until when the lookup holds (its TTL), and what was found
+    /// (trusted or not).
     looked_up: std::sync::Mutex<HashMap<(usize, String), (Instant, Lookup)>>,
     /// The lookups of HTTP caches on disk, which outlive the daemon (as Nix's disk cache).
     disk: Option<Arc<NarinfoDiskCache>>,
@@ -465,17 +466,16 @@ impl Substituters {
     /// A fresh recorded lookup.
     fn recorded(&self, i: usize, path: &StorePath) -> Option<Lookup> {
         let map = self.looked_up.lock().unwrap_or_else(|e| e.into_inner());
-        let (when, lookup) = map.get(&(i, path.hash_part().to_owned()))?;
-        self.is_fresh(*when, lookup).then(|| lookup.clone())
+        let (until, lookup) = map.get(&(i, path.hash_part().to_owned()))?;
+        (Instant::now() < *until).then(|| lookup.clone())
     }
 
-    /// Whether a lookup made `when` is still within its TTL (`narinfo-cache-*-ttl`).
-    fn is_fresh(&self, when: Instant, lookup: &Lookup) -> bool {
-        let ttl = match lookup {
+    /// How long a lookup holds (`narinfo-cache-*-ttl`).
+    fn ttl(&self, lookup: &Lookup) -> Duration {
+        match lookup {
             Lookup::Absent => self.settings.negative_ttl,
             Lookup::Present(_) => self.settings.positive_ttl,
-        };
-        when.elapsed() < ttl
+        }
     }
 
     /// Asks cache `i` about `path` (or answers from the record of an earlier lookup).
@@ -507,7 +507,7 @@ impl Substituters {
             Some(n) => Lookup::Present(Arc::new(n)),
             None => Lookup::Absent,
         };
-        self.record(i, path, lookup.clone(), Instant::now());
+        self.record(i, path, lookup.clone(), Duration::ZERO);
         Some(Ok(lookup))
     }
 
@@ -543,27 +543,30 @@ impl Substituters {
                         _ => continue,
                     },
                 };
-                let Some(when) = Instant::now().checked_sub(recorded.age) else {
-                    continue;
-                };
-                if self.is_fresh(when, &lookup) {
-                    self.record(i, path, lookup, when);
+                if recorded.age < self.ttl(&lookup) {
+                    self.record(i, path, lookup, recorded.age);
                 }
             }
         }
     }
 
-    /// Puts a lookup made `when` on record, keeping the record within
+    /// Puts a lookup made `age` ago on record, keeping the record within
     /// [`MAX_RECORDED_LOOKUPS`].
-    fn record(&self, i: usize, path: &StorePath, lookup: Lookup, when: Instant) {
+    fn record(&self, i: usize, path: &StorePath, lookup: Lookup, age: Duration) {
+        let now = Instant::now();
+        // A TTL too large for the clock holds for a century.
+        let until = now
+            .checked_add(self.ttl(&lookup).saturating_sub(age))
+            .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+            .unwrap_or(now);
         let mut map = self.looked_up.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_RECORDED_LOOKUPS {
-            map.retain(|_, (when, lookup)| self.is_fresh(*when, lookup));
+            map.retain(|_, (until, _)| now < *until);
             if map.len() >= MAX_RECORDED_LOOKUPS {
                 map.clear();
             }
         }
-        map.insert((i, path.hash_part().to_owned()), (when, lookup));
+        map.insert((i, path.hash_part().to_owned()), (until, lookup));
     }
 
     /// Whether a narinfo may be used: signed by a trusted key, or signatures not required,
