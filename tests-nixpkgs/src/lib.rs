@@ -230,13 +230,24 @@ pub struct HttpServer {
 impl HttpServer {
     /// Starts the server on `dir` and waits (at most 20 s) until it accepts connections.
     pub fn start(dir: &Path) -> HttpServer {
+        HttpServer::python(dir, Stdio::null())
+    }
+
+    /// [`HttpServer::start`], with python's log of each request (`"GET /path HTTP/1.1" 200`)
+    /// written to `log`.
+    pub fn start_logged(dir: &Path, log: &Path) -> HttpServer {
+        HttpServer::python(dir, fs::File::create(log).expect("server log").into())
+    }
+
+    /// `python3 -m http.server` serving `dir`, its log going to `log`.
+    fn python(dir: &Path, log: Stdio) -> HttpServer {
         let port = free_port();
         let mut cmd = Command::new("python3");
         cmd.args(["-m", "http.server", "--bind", "127.0.0.1"])
             .arg(port.to_string())
             .arg("--directory")
             .arg(dir)
-            .stderr(Stdio::null());
+            .stderr(log);
         HttpServer::spawn(cmd, port)
     }
 

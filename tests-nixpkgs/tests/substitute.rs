@@ -653,6 +653,121 @@ fn untrusted_clients_use_only_trusted_substituters() {
     assert!(t.contains("valid outputs: all"), "{t}");
 }
 
+/// A cache made by the host's Nix 2.8 on a store of its own: `count` files of `bytes` random
+/// bytes added with `nix-store --add` (their paths in `paths`), copied uncompressed and signed
+/// (key in `sk`/`pk`) into `cache` under `input`.
+fn added_files_cache(input: &Path, count: usize, bytes: usize) {
+    let make = format!(
+        r#"
+export NIX_CONFIG=$'sandbox = false\nbuild-users-group =\nsubstituters =\nexperimental-features = nix-command'
+C='{input}/cache'
+mkdir -p "$C" /nix/files
+for i in $(seq 10 $((9 + {count}))); do head -c {bytes} /dev/urandom > /nix/files/big$i; done
+nix-store --add /nix/files/* > '{input}/paths'
+nix-store --generate-binary-cache-key test-cache-1 '{input}/sk' '{input}/pk'
+nix copy --to "file://$C?compression=none&secret-key={input}/sk" $(cat '{input}/paths')
+chmod -R a+rX '{input}'
+"#,
+        input = input.display()
+    );
+    in_namespace_ok(&make, &[]);
+}
+
+/// The start of a script that runs our daemon with the cache of [`added_files_cache`] under
+/// `input`, served on `port`, as its substituter (`extra_conf` added to its `nix.conf`):
+/// defines `start_daemon` (FUSE view, blocks under `/nix/ipfs`, log in `/nix/daemon.log`; the
+/// daemon runs in the background as `$dpid`, and the function returns once it answers a
+/// client, at most 10 s) and `stop_daemon` (SIGTERM, views unmounted), starts the daemon, and
+/// sets `$paths` to the cache's paths.
+fn our_daemon_started(input: &Path, port: u16, extra_conf: &str) -> String {
+    let pk = std::fs::read_to_string(input.join("pk")).expect("pk");
+    format!(
+        r#"
+mkdir -p /nix/ipfs /nix/etc/nix
+export NIX_CONF_DIR=/nix/etc/nix NIX_REMOTE=daemon
+printf 'sandbox = false\nbuild-users-group =\nsubstituters = http://127.0.0.1:{port}\ntrusted-public-keys = {pk}\n{extra_conf}\n' > /nix/etc/nix/nix.conf
+start_daemon() {{
+  PKGCHAIN_IPFS_DIR=/nix/ipfs '{daemon}' --view fuse >> /nix/daemon.log 2>&1 &
+  dpid=$!
+  for i in $(seq 1 100); do
+    if [ -S /nix/var/nix/daemon-socket/socket ]; then
+      case "$(nix-store --check-validity /nix/store/00000000000000000000000000000000-probe 2>&1 || true)" in
+        *"cannot connect"*) ;;
+        *) break ;;
+      esac
+    fi
+    sleep 0.1
+  done
+  [ -S /nix/var/nix/daemon-socket/socket ] || {{ cat /nix/daemon.log; exit 1; }}
+}}
+stop_daemon() {{
+  kill -TERM $dpid; wait $dpid 2>/dev/null || true
+  umount -l /nix/store 2>/dev/null || true
+  umount -l /nix/ipfs/store 2>/dev/null || true
+  rm -f /nix/var/nix/daemon-socket/socket
+}}
+start_daemon
+trap 'kill -TERM $dpid 2>/dev/null || true' EXIT
+paths=$(cat '{input}/paths')
+"#,
+        pk = pk.trim(),
+        input = input.display(),
+        daemon = pkgchain_tests_nixpkgs::daemon_bin().display()
+    )
+}
+
+/// What each cache said about each path outlives the daemon, as nix-daemon's disk cache
+/// does: `nix-store -r --dry-run` (the client's QueryMissing) of 3 paths the cache has and one
+/// it lacks asks the cache about each once; after a restart the same question is answered
+/// without asking the cache again, with the same answer; with both TTLs at 0 (a trusted
+/// client's `--option`) the cache is asked again.
+#[test]
+fn a_restarted_daemon_answers_from_its_narinfo_record_within_the_ttls() {
+    if !prerequisites(&["unshare", "nix-store", "nix", "python3", "fusermount3"]) {
+        return;
+    }
+    let input = readable_input_dir("pkgchain-substitute-record-");
+    added_files_cache(input.path(), 3, 1024);
+    let log = input.path().join("server.log");
+    let server = HttpServer::start_logged(&input.path().join("cache"), &log);
+    let script = format!(
+        r#"
+{started}
+lacking=/nix/store/00000000000000000000000000000000-lacking
+asked() {{ grep -c '\.narinfo HTTP' '{log}' || true; }}
+dry_run() {{
+  nix-store -r --dry-run $paths 2>&1 | grep -c '^  /nix/store/' || true
+  nix-store -r --dry-run $lacking "$@" > /dev/null 2>&1; true
+}}
+echo "fetched_first=$(dry_run)"
+echo "asked_first=$(asked)"
+stop_daemon
+start_daemon
+echo "fetched_after_restart=$(dry_run)"
+echo "asked_after_restart=$(asked)"
+echo "fetched_without_ttls=$(nix-store -r --dry-run $paths --option narinfo-cache-positive-ttl 0 --option narinfo-cache-negative-ttl 0 2>&1 | grep -c '^  /nix/store/' || true)"
+nix-store -r --dry-run $lacking --option narinfo-cache-negative-ttl 0 > /dev/null 2>&1 || true
+echo "asked_without_ttls=$(asked)"
+ls /nix/var/nix/pkgchain/narinfo-cache.sqlite > /dev/null && echo "record on disk"
+"#,
+        started = our_daemon_started(input.path(), server.port, ""),
+        log = log.display(),
+    );
+    let t = in_namespace_ok(&script, &[]);
+    println!("{t}");
+    println!(
+        "server:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(value(&t, "fetched_first").trim(), "3", "{t}");
+    assert_eq!(value(&t, "asked_first").trim(), "4", "{t}");
+    assert_eq!(value(&t, "fetched_after_restart").trim(), "3", "{t}");
+    assert_eq!(value(&t, "asked_after_restart").trim(), "4", "{t}");
+    assert_eq!(value(&t, "fetched_without_ttls").trim(), "3", "{t}");
+    assert_eq!(value(&t, "asked_without_ttls").trim(), "8", "{t}");
+    assert!(t.contains("record on disk"), "{t}");
+}
+
 /// `kill -9` of our daemon while it substitutes 16 paths of 4 MiB (random bytes, `compression
 /// = none`, two at a time), once the first are valid and others are under way: after a
 /// restart nothing half-written is valid (the store verifies with contents checked, and every
@@ -664,37 +779,11 @@ fn a_daemon_killed_while_substituting_leaves_nothing_half_written() {
         return;
     }
     let input = readable_input_dir("pkgchain-substitute-kill-");
-    // The cache, made by the host's Nix 2.8 on a store of its own.
-    let make = format!(
-        r#"
-export NIX_CONFIG=$'sandbox = false\nbuild-users-group =\nsubstituters =\nexperimental-features = nix-command'
-C='{input}/cache'
-mkdir -p "$C" /nix/files
-for i in $(seq 10 25); do head -c 4194304 /dev/urandom > /nix/files/big$i; done
-nix-store --add /nix/files/* > '{input}/paths'
-nix-store --generate-binary-cache-key kill-test-1 '{input}/sk' '{input}/pk'
-nix copy --to "file://$C?compression=none&secret-key={input}/sk" $(cat '{input}/paths')
-chmod -R a+rX '{input}'
-"#,
-        input = input.path().display()
-    );
-    in_namespace_ok(&make, &[]);
+    added_files_cache(input.path(), 16, 4 * 1024 * 1024);
     let server = HttpServer::start(&input.path().join("cache"));
-    let pk = std::fs::read_to_string(input.path().join("pk")).expect("pk");
     let script = format!(
         r#"
-mkdir -p /nix/ipfs /nix/etc/nix
-export NIX_CONF_DIR=/nix/etc/nix NIX_REMOTE=daemon
-printf 'sandbox = false\nbuild-users-group =\nsubstituters = http://127.0.0.1:{port}\ntrusted-public-keys = {pk}\nmax-substitution-jobs = 2\n' > /nix/etc/nix/nix.conf
-start_daemon() {{
-  PKGCHAIN_IPFS_DIR=/nix/ipfs '{daemon}' --view fuse >> /nix/daemon.log 2>&1 &
-  dpid=$!
-  for i in $(seq 1 100); do [ -S /nix/var/nix/daemon-socket/socket ] && nix-store -q --hash /nix/store/x 2>&1 | grep -qv 'cannot connect' && break; sleep 0.1; done
-  [ -S /nix/var/nix/daemon-socket/socket ] || {{ cat /nix/daemon.log; exit 1; }}
-}}
-start_daemon
-trap 'kill -TERM $dpid 2>/dev/null || true' EXIT
-paths=$(cat '{input}/paths')
+{started}
 nix-store -r $paths > /dev/null 2> /nix/first.log &
 client=$!
 # Two downloads at a time: killed once the first paths are valid, with others under way.
@@ -718,10 +807,7 @@ nix-store -r $paths > /dev/null 2> /nix/second.log && echo "second run ok" || ca
 echo "invalid_at_the_end=$(nix-store --check-validity --print-invalid $paths 2>/dev/null | wc -l)"
 nix-store --verify-path $paths && echo "ALL WHOLE"
 "#,
-        port = server.port,
-        pk = pk.trim(),
-        input = input.path().display(),
-        daemon = pkgchain_tests_nixpkgs::daemon_bin().display(),
+        started = our_daemon_started(input.path(), server.port, "max-substitution-jobs = 2"),
     );
     let t = in_namespace_ok(&script, &[]);
     println!("{t}");

@@ -150,6 +150,11 @@ pub async fn serve(
             () = &mut shutdown => {
                 info!("stopping: no new connections");
                 wait_for_connections(&state).await;
+                // The narinfo lookups still queued reach the disk (a few milliseconds).
+                let flushed = state.substituters.flush();
+                if tokio::time::timeout(std::time::Duration::from_secs(5), flushed).await.is_err() {
+                    warn!("stopping without writing the last narinfo lookups");
+                }
                 return;
             }
             accepted = listener.accept() => match accepted {

@@ -42,6 +42,13 @@ impl SubstituterPool {
             disk: Some(Arc::new(NarinfoDiskCache::new(file))),
         }
     }
+
+    /// Waits until the narinfo lookups made so far are on disk.
+    pub async fn flush(&self) {
+        if let Some(disk) = &self.disk {
+            disk.flush().await;
+        }
+    }
 }
 
 impl Conn {
