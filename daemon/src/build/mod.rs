@@ -161,6 +161,16 @@ pub enum BuildEvent {
     Message(String),
 }
 
+impl BuildEvent {
+    /// What sends each line it is given to `events` as a [`BuildEvent::Message`] (the `tell`
+    /// of substitution: "copying path ...", warnings).
+    pub fn messages_to(events: mpsc::UnboundedSender<BuildEvent>) -> impl Fn(String) + Send + Sync {
+        move |line| {
+            let _ = events.send(BuildEvent::Message(line));
+        }
+    }
+}
+
 /// The events of one running build, fanned out to every client waiting for it.
 pub(crate) struct JobEvents {
     activity: u64,
@@ -449,9 +459,6 @@ impl Builds {
                     all_valid = false;
                 }
             }
-            // Repairing with caches: every output is fetched again first (the valid ones in
-            // repair mode, sound or not), as Nix's derivation goal substitutes in repair mode
-            // before anything else; then the rest of the closure is checked.
             // Every output there: a success of `status` naming them.
             let outputs_there = |status| {
                 let mut r = BuildResult::new(status);
@@ -464,6 +471,9 @@ impl Builds {
                     error: None,
                 })
             };
+            // Repairing with caches: every output is fetched again first (the valid ones in
+            // repair mode, sound or not), as Nix's derivation goal substitutes in repair mode
+            // before anything else; then the rest of the closure is checked.
             if mode == BuildMode::Repair
                 && let Some(subs) = &opts.substituters
                 && this
@@ -494,10 +504,7 @@ impl Builds {
             {
                 // The outputs valid already are left alone by the substitution itself.
                 let output_paths: Vec<StorePath> = outputs.values().cloned().collect();
-                let to_client = events.clone();
-                let tell = move |line: String| {
-                    let _ = to_client.send(BuildEvent::Message(line));
-                };
+                let tell = BuildEvent::messages_to(events.clone());
                 match subs.substitute_closure(&store, &output_paths, &tell).await {
                     Ok(_) => return outputs_there(BuildStatus::Substituted),
                     // Not in any cache: built below.

@@ -75,6 +75,17 @@ pub(super) async fn contents_good(
     good
 }
 
+/// Tells the client why a repair from the caches failed, unless it is only that no cache has
+/// the path (then it is rebuilt, or the repair fails naming it).
+fn warn_unless_uncached(
+    events: &mpsc::UnboundedSender<BuildEvent>,
+    e: &pkgchain_substitute::SubstituteError,
+) {
+    if !matches!(e, pkgchain_substitute::SubstituteError::NoSubstitute(_)) {
+        let _ = events.send(BuildEvent::Message(format!("warning: {e}")));
+    }
+}
+
 impl Builds {
     /// Makes the outputs of a derivation being repaired whole from the caches: those not
     /// valid are substituted, the `valid` ones fetched again in repair mode (which writes
@@ -89,16 +100,7 @@ impl Builds {
         opts: &BuildOptions,
         events: &mpsc::UnboundedSender<BuildEvent>,
     ) -> bool {
-        let to_client = events.clone();
-        let tell = move |line: String| {
-            let _ = to_client.send(BuildEvent::Message(line));
-        };
-        let report = |e: pkgchain_substitute::SubstituteError| {
-            if !matches!(e, pkgchain_substitute::SubstituteError::NoSubstitute(_)) {
-                let _ = events.send(BuildEvent::Message(format!("warning: {e}")));
-            }
-            false
-        };
+        let tell = BuildEvent::messages_to(events.clone());
         let missing: Vec<StorePath> = outputs
             .values()
             .filter(|p| !valid.contains(p))
@@ -106,11 +108,13 @@ impl Builds {
             .collect();
         // Outputs valid and sound are left alone by the substitution itself.
         if let Err(e) = subs.substitute_closure(store, &missing, &tell).await {
-            return report(e);
+            warn_unless_uncached(events, &e);
+            return false;
         }
         for path in valid {
             if let Err(e) = subs.repair_path(store, path, &tell).await {
-                return report(e);
+                warn_unless_uncached(events, &e);
+                return false;
             }
             // Checked against its hash as it was ingested again.
             opts.checked_contents.set(path, true);
@@ -191,27 +195,20 @@ impl Builds {
             }
         }
         for path in from_caches {
-            let fetched = match &opts.substituters {
-                Some(subs) => {
-                    let to_client = events.clone();
-                    let tell = move |line: String| {
-                        let _ = to_client.send(BuildEvent::Message(line));
-                    };
-                    subs.repair_path(store, &path, &tell)
-                        .instrument(span.clone())
-                        .await
-                }
-                None => Err(pkgchain_substitute::SubstituteError::NoSubstitute(
-                    dir.display(&path),
-                )),
+            let Some(subs) = &opts.substituters else {
+                failed += 1;
+                continue;
             };
-            match fetched {
+            let tell = BuildEvent::messages_to(events.clone());
+            match subs
+                .repair_path(store, &path, &tell)
+                .instrument(span.clone())
+                .await
+            {
                 Ok(()) => opts.checked_contents.set(&path, true),
                 Err(e) => {
                     failed += 1;
-                    if !matches!(e, pkgchain_substitute::SubstituteError::NoSubstitute(_)) {
-                        let _ = events.send(BuildEvent::Message(format!("warning: {e}")));
-                    }
+                    warn_unless_uncached(events, &e);
                 }
             }
         }

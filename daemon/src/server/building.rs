@@ -247,9 +247,7 @@ impl Conn {
                 let (store2, path2) = (store.clone(), path.clone());
                 let fetched = self
                     .while_forwarding(|events| async move {
-                        let tell = move |line: String| {
-                            let _ = events.send(BuildEvent::Message(line));
-                        };
+                        let tell = BuildEvent::messages_to(events);
                         subs.repair_path(&store2, &path2, &tell).await
                     })
                     .await?;

@@ -202,9 +202,7 @@ impl Conn {
         // "copying path ..." reaches the client as each download starts.
         let result = self
             .while_forwarding(|events| async move {
-                let tell = move |line: String| {
-                    let _ = events.send(BuildEvent::Message(line));
-                };
+                let tell = BuildEvent::messages_to(events);
                 subs.substitute_closure(&store, paths, &tell).await
             })
             .await?;
