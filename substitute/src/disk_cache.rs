@@ -7,7 +7,9 @@
 //! and its signatures are checked by whoever uses it, as a fresh one would be; a record that
 //! does not parse is ignored. The file is SQLite (WAL): a write is all there or not at all. A
 //! record that cannot be read or written (disk full, a damaged file) is logged and the caches
-//! are asked instead: substitution never fails because of this file. Lookups are written by
+//! are asked instead: substitution never fails because of this file. As Nix purges its disk
+//! cache, lookups older than the daemon's TTLs are deleted when the record is first used and
+//! every [`PURGE_EVERY`] after, so the file does not grow without end. Lookups are written by
 //! a task of their own, many to a transaction, so that no lookup waits for the disk; a
 //! lookup made while [`MAX_PENDING_WRITES`] are waiting is not recorded.
 
@@ -32,6 +34,9 @@ const READS_PER_QUERY: usize = 500;
 
 /// Lookups written in one transaction, at most.
 const WRITES_PER_TRANSACTION: usize = 512;
+
+/// How often lookups past their TTL are deleted, while the daemon runs.
+pub const PURGE_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// What the writer task is given.
 #[derive(Debug)]
@@ -74,14 +79,17 @@ pub struct NarinfoDiskCache {
 struct Database {
     file: PathBuf,
     pool: SqlitePool,
+    /// Past these ages (narinfo found, path absent) a lookup is deleted.
+    keep: (Duration, Duration),
     schema: OnceCell<()>,
     /// A failure was logged already (one warning, not one per path).
     warned: AtomicBool,
 }
 
 impl NarinfoDiskCache {
-    /// The record in `file` (made, with its directory, when first used).
-    pub fn new(file: &Path) -> NarinfoDiskCache {
+    /// The record in `file` (made, with its directory, when first used); lookups older than
+    /// `positive_ttl` (a narinfo found) or `negative_ttl` (the path absent) are purged.
+    pub fn new(file: &Path, positive_ttl: Duration, negative_ttl: Duration) -> NarinfoDiskCache {
         let options = SqliteConnectOptions::new()
             .filename(file)
             .create_if_missing(true)
@@ -94,6 +102,7 @@ impl NarinfoDiskCache {
         let db = Database {
             file: file.to_owned(),
             pool,
+            keep: (positive_ttl, negative_ttl),
             schema: OnceCell::new(),
             warned: AtomicBool::new(false),
         };
@@ -144,15 +153,11 @@ impl NarinfoDiskCache {
         {
             return;
         }
-        let seconds = when
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
         let write = Queued::Write(
             cache.to_owned(),
             hash_part.to_owned(),
             narinfo,
-            i64::try_from(seconds).unwrap_or(i64::MAX),
+            epoch_seconds(when),
         );
         // A full queue drops the record: it is only a hint.
         let _ = self.queue().try_send(write);
@@ -180,9 +185,16 @@ impl Database {
     /// The writer task: many queued lookups to a transaction, until the queue is gone.
     async fn write_queued(self: Arc<Self>, mut receive: tokio::sync::mpsc::Receiver<Queued>) {
         let mut batch = Vec::with_capacity(WRITES_PER_TRANSACTION);
+        let mut purged = std::time::Instant::now();
         while receive.recv_many(&mut batch, WRITES_PER_TRANSACTION).await > 0 {
             if let Err(e) = self.write_batch(&batch).await {
                 self.failed("write", &e);
+            }
+            if purged.elapsed() >= PURGE_EVERY {
+                purged = std::time::Instant::now();
+                if let Err(e) = self.purge().await {
+                    self.failed("purge", &e);
+                }
             }
             for queued in batch.drain(..) {
                 if let Queued::Flush(tell) = queued {
@@ -206,10 +218,25 @@ impl Database {
                     tokio::fs::create_dir_all(dir).await?;
                 }
                 sqlx::query(SCHEMA).execute(&self.pool).await?;
-                Ok::<(), sqlx::Error>(())
+                self.purge().await
             })
             .await
             .map(|_| ())
+    }
+
+    /// Deletes the lookups past their TTL.
+    async fn purge(&self) -> Result<(), sqlx::Error> {
+        let now = epoch_seconds(SystemTime::now());
+        let before =
+            |ttl: Duration| now.saturating_sub(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+        sqlx::query(
+            "DELETE FROM lookups WHERE (narinfo IS NOT NULL AND looked_up < ?) OR (narinfo IS NULL AND looked_up < ?)",
+        )
+        .bind(before(self.keep.0))
+        .bind(before(self.keep.1))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn get_many(
@@ -230,14 +257,14 @@ impl Database {
         for hash_part in hash_parts {
             query = query.bind(*hash_part);
         }
-        let now = now_seconds();
+        let now = epoch_seconds(SystemTime::now());
         let mut found = Vec::new();
         for row in query.fetch_all(&self.pool).await? {
             let hash_part: String = row.try_get(0)?;
             let looked_up: i64 = row.try_get(1)?;
             let narinfo: Option<String> = row.try_get(2)?;
             // A time in the future (the clock was set back) counts as now.
-            let age = now.saturating_sub(looked_up.max(0) as u64);
+            let age = now.saturating_sub(looked_up).max(0) as u64;
             let age = Duration::from_secs(age);
             found.push((hash_part, RecordedLookup { narinfo, age }));
         }
@@ -268,17 +295,18 @@ impl Database {
     }
 }
 
-/// Seconds since the Unix epoch.
-fn now_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+/// Seconds from the Unix epoch to `when` (0 before it).
+fn epoch_seconds(when: SystemTime) -> i64 {
+    when.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
 
     async fn get(
         record: &NarinfoDiskCache,
@@ -293,20 +321,32 @@ mod tests {
         })
     }
 
+    /// Which of `hash_parts` `cache` has on record, sorted.
+    async fn on_record(record: &NarinfoDiskCache, cache: &str, hash_parts: &[&str]) -> Vec<String> {
+        let mut found: Vec<String> = record
+            .get_many(cache, hash_parts)
+            .await
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect();
+        found.sort();
+        found
+    }
+
     /// Lookups survive the record being opened again (a daemon restart); a later lookup
     /// replaces an earlier one; a damaged file makes every lookup a miss, not an error.
     #[tokio::test]
     async fn lookups_survive_a_reopen_and_a_damaged_file_is_a_miss() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("state/narinfo-cache.sqlite");
-        let record = Arc::new(NarinfoDiskCache::new(&file));
+        let record = NarinfoDiskCache::new(&file, HOUR, HOUR);
         assert_eq!(get(&record, "http://c", "abc").await, None);
         record.put("http://c", "abc", Some("StorePath: x\n".to_owned()));
         record.put("http://c", "def", None);
         record.flush().await;
         drop(record);
 
-        let record = Arc::new(NarinfoDiskCache::new(&file));
+        let record = NarinfoDiskCache::new(&file, HOUR, HOUR);
         let found = get(&record, "http://c", "abc").await.expect("on record");
         assert_eq!(found.narinfo.as_deref(), Some("StorePath: x\n"));
         assert!(found.age < Duration::from_secs(60), "{found:?}");
@@ -325,21 +365,41 @@ mod tests {
         }
         record.flush().await;
         let asked: Vec<&str> = many.iter().map(String::as_str).chain(["absent"]).collect();
-        let mut found: Vec<String> = record
-            .get_many("http://many", &asked)
-            .await
-            .into_iter()
-            .map(|(h, _)| h)
-            .collect();
-        found.sort();
-        assert_eq!(found, many);
+        assert_eq!(on_record(&record, "http://many", &asked).await, many);
         drop(record);
 
         let damaged = dir.path().join("damaged.sqlite");
         std::fs::write(&damaged, vec![0x5a; 8192]).expect("write");
-        let record = Arc::new(NarinfoDiskCache::new(&damaged));
+        let record = NarinfoDiskCache::new(&damaged, HOUR, HOUR);
         record.put("http://c", "abc", Some("x".to_owned()));
         record.flush().await;
         assert_eq!(get(&record, "http://c", "abc").await, None);
+    }
+
+    /// Lookups past their TTL are deleted when the record is opened again (as Nix purges): a
+    /// narinfo older than the positive TTL and an absence older than the negative one go, the
+    /// younger ones stay.
+    #[tokio::test]
+    async fn lookups_past_their_ttl_are_purged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("narinfo-cache.sqlite");
+        let (positive, negative) = (Duration::from_secs(3 * 3600), Duration::from_secs(3600));
+        let record = NarinfoDiskCache::new(&file, positive, negative);
+        let ago = |hours: u64| SystemTime::now() - Duration::from_secs(hours * 3600);
+        let text = || Some("StorePath: x\n".to_owned());
+        record.put_looked_up_at("c", "found-old", text(), ago(4));
+        record.put_looked_up_at("c", "found-young", text(), ago(2));
+        record.put_looked_up_at("c", "absent-old", None, ago(2));
+        record.put_looked_up_at("c", "absent-young", None, SystemTime::now());
+        record.flush().await;
+        let all = ["found-old", "found-young", "absent-old", "absent-young"];
+        assert_eq!(record.get_many("c", &all).await.len(), 4);
+        drop(record);
+
+        let record = NarinfoDiskCache::new(&file, positive, negative);
+        assert_eq!(
+            on_record(&record, "c", &all).await,
+            ["absent-young", "found-young"]
+        );
     }
 }

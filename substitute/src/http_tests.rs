@@ -427,35 +427,43 @@ async fn narinfo_lookups_are_kept_on_disk_within_their_ttls() {
     }))
     .await;
     let record = tmp.path().join("state/narinfo-cache.sqlite");
-    let disk = Arc::new(NarinfoDiskCache::new(&record));
-    let fresh = |s: SubstituterSettings, disk: &Arc<NarinfoDiskCache>| {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let disk = Arc::new(NarinfoDiskCache::new(&record, DAY, DAY));
+    // Substituters with these TTLs (positive, negative) on `disk`.
+    let fresh = |(positive_ttl, negative_ttl): (Duration, Duration),
+                 disk: &Arc<NarinfoDiskCache>| {
+        let s = SubstituterSettings {
+            positive_ttl,
+            negative_ttl,
+            ..settings(vec![server.url.clone()])
+        };
         Substituters::new(s, StoreDir::default())
             .expect("substituters")
             .with_disk_cache(disk.clone())
     };
     let both = [present.clone(), absent.clone()];
-
-    let first = fresh(settings(vec![server.url.clone()]), &disk);
-    // Asked once about each path, an offer only for the present one.
-    let asked_once = |answers: Answers| {
+    // An offer only for the present path, the cache asked `times` about each path in all.
+    let asked = |answers: Answers, times: usize| {
         assert!(
             answers.offers.contains_key(&present),
             "{:?}",
             answers.warnings
         );
         assert!(!answers.offers.contains_key(&absent));
-        assert_eq!(server.times_asked(&present_info), 1);
-        assert_eq!(server.times_asked(&absent_info), 1);
+        assert_eq!(server.times_asked(&present_info), times);
+        assert_eq!(server.times_asked(&absent_info), times);
     };
-    asked_once(first.query(&both).await);
+
+    let first = fresh((DAY, DAY), &disk);
+    asked(first.query(&both).await, 1);
     drop(first);
     disk.flush().await;
     drop(disk);
 
     // Restarted (the record opened again): the same answers, the cache not asked again.
-    let disk = Arc::new(NarinfoDiskCache::new(&record));
-    let second = fresh(settings(vec![server.url.clone()]), &disk);
-    asked_once(second.query(&both).await);
+    let disk = Arc::new(NarinfoDiskCache::new(&record, DAY, DAY));
+    let second = fresh((DAY, DAY), &disk);
+    asked(second.query(&both).await, 1);
     // The narinfo read back substitutes the path (its NAR fetched and checked).
     second
         .substitute_closure(&store, std::slice::from_ref(&present), &|_| {})
@@ -478,39 +486,11 @@ async fn narinfo_lookups_are_kept_on_disk_within_their_ttls() {
     disk.put_looked_up_at(&url, absent.hash_part(), None, long_ago);
     disk.flush().await;
     let decades = Duration::from_secs(30 * 365 * 24 * 3600);
-    let patient = fresh(
-        SubstituterSettings {
-            positive_ttl: decades,
-            negative_ttl: Duration::from_secs(u64::MAX),
-            ..settings(vec![server.url.clone()])
-        },
-        &disk,
-    );
-    let answers = patient.query(&both).await;
-    assert!(
-        answers.offers.contains_key(&present),
-        "{:?}",
-        answers.warnings
-    );
-    assert_eq!(server.times_asked(&present_info), 1);
-    assert_eq!(server.times_asked(&absent_info), 1);
+    let patient = fresh((decades, Duration::from_secs(u64::MAX)), &disk);
+    asked(patient.query(&both).await, 1);
     drop(patient);
 
     // TTLs of zero: the record is too old, so the cache is asked again.
-    let expired = fresh(
-        SubstituterSettings {
-            positive_ttl: Duration::ZERO,
-            negative_ttl: Duration::ZERO,
-            ..settings(vec![server.url.clone()])
-        },
-        &disk,
-    );
-    let answers = expired.query(&both).await;
-    assert!(
-        answers.offers.contains_key(&present),
-        "{:?}",
-        answers.warnings
-    );
-    assert_eq!(server.times_asked(&present_info), 2);
-    assert_eq!(server.times_asked(&absent_info), 2);
+    let expired = fresh((Duration::ZERO, Duration::ZERO), &disk);
+    asked(expired.query(&both).await, 2);
 }

@@ -73,6 +73,13 @@ impl DaemonState {
         let builds = Arc::new(crate::build::Builds::new(
             crate::build::BuildConfig::from_settings(&config, locations),
         ));
+        let substituters = substitution::SubstituterPool::with_disk_cache(
+            &locations
+                .state_dir
+                .join("pkgchain")
+                .join("narinfo-cache.sqlite"),
+            &config,
+        );
         DaemonState {
             builds,
             store,
@@ -84,12 +91,7 @@ impl DaemonState {
             log_dir: locations.log_dir.clone(),
             connections: AtomicU64::new(0),
             open_connections: AtomicU64::new(0),
-            substituters: substitution::SubstituterPool::with_disk_cache(
-                &locations
-                    .state_dir
-                    .join("pkgchain")
-                    .join("narinfo-cache.sqlite"),
-            ),
+            substituters,
         }
     }
 

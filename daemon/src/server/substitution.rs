@@ -23,6 +23,10 @@ use crate::build::BuildEvent;
 /// The most `http-connections` and `max-substitution-jobs` taken from a client.
 const MAX_PARALLEL: u64 = 1024;
 
+/// Nix's `narinfo-cache-positive-ttl` (30 days) and `narinfo-cache-negative-ttl` (an hour).
+const DEFAULT_POSITIVE_TTL: u64 = 30 * 24 * 3600;
+const DEFAULT_NEGATIVE_TTL: u64 = 3600;
+
 /// Sets of settings whose substituters are kept for reuse.
 const MAX_SETTINGS_IN_USE: usize = 64;
 
@@ -35,11 +39,24 @@ pub struct SubstituterPool {
 }
 
 impl SubstituterPool {
-    /// A pool whose substituters keep their HTTP caches' narinfo lookups in `file`.
-    pub fn with_disk_cache(file: &std::path::Path) -> SubstituterPool {
+    /// A pool whose substituters keep their HTTP caches' narinfo lookups in `file`, purged
+    /// by the TTLs of the daemon's `config` (as Nix purges by its own settings).
+    pub fn with_disk_cache(
+        file: &std::path::Path,
+        config: &crate::nix_conf::NixConfig,
+    ) -> SubstituterPool {
+        let ttl = |name: &str, default: u64| {
+            let seconds = config.get(name).and_then(|v| v.trim().parse().ok());
+            Duration::from_secs(seconds.unwrap_or(default))
+        };
+        let disk = NarinfoDiskCache::new(
+            file,
+            ttl("narinfo-cache-positive-ttl", DEFAULT_POSITIVE_TTL),
+            ttl("narinfo-cache-negative-ttl", DEFAULT_NEGATIVE_TTL),
+        );
         SubstituterPool {
             by_settings: Mutex::default(),
-            disk: Some(Arc::new(NarinfoDiskCache::new(file))),
+            disk: Some(Arc::new(disk)),
         }
     }
 
@@ -125,9 +142,12 @@ impl Conn {
             download_attempts: number("download-attempts", 5)?.min(100) as u32,
             positive_ttl: Duration::from_secs(number(
                 "narinfo-cache-positive-ttl",
-                30 * 24 * 3600,
+                DEFAULT_POSITIVE_TTL,
             )?),
-            negative_ttl: Duration::from_secs(number("narinfo-cache-negative-ttl", 3600)?),
+            negative_ttl: Duration::from_secs(number(
+                "narinfo-cache-negative-ttl",
+                DEFAULT_NEGATIVE_TTL,
+            )?),
             stalled_timeout: Duration::from_secs(
                 number("stalled-download-timeout", 300)?.clamp(1, 24 * 3600),
             ),
