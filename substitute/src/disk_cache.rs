@@ -250,10 +250,15 @@ impl Database {
         self.ready().await?;
         let marks = vec!["?"; hash_parts.len()].join(", ");
         let sql = format!(
-            "SELECT hash_part, looked_up, narinfo FROM lookups WHERE cache = ? AND hash_part IN ({marks})"
+            "SELECT hash_part, looked_up, narinfo FROM lookups \
+             WHERE cache = ? AND (narinfo IS NULL OR length(CAST(narinfo AS BLOB)) <= ?) \
+             AND hash_part IN ({marks})"
         );
-        // Only placeholders are made here; every value is bound.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(cache);
+        // Only placeholders are made here; every value is bound. A row longer than any
+        // narinfo this record keeps (a damaged file) is not read: it is a miss.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(cache)
+            .bind(MAX_RECORDED_NARINFO as i64);
         for hash_part in hash_parts {
             query = query.bind(*hash_part);
         }
@@ -366,6 +371,15 @@ mod tests {
         record.flush().await;
         let asked: Vec<&str> = many.iter().map(String::as_str).chain(["absent"]).collect();
         assert_eq!(on_record(&record, "http://many", &asked).await, many);
+
+        // A row longer than any narinfo kept (written around this code) is a miss.
+        let huge = "x".repeat(MAX_RECORDED_NARINFO + 1);
+        sqlx::query("INSERT OR REPLACE INTO lookups VALUES ('http://c', 'huge', 0, ?)")
+            .bind(&huge)
+            .execute(&record.db.pool)
+            .await
+            .expect("insert");
+        assert_eq!(get(&record, "http://c", "huge").await, None);
         drop(record);
 
         let damaged = dir.path().join("damaged.sqlite");
